@@ -1,0 +1,199 @@
+"""`reprsim`: one entry point, one subcommand per job. Each parses, validates, calls one function.
+
+Handlers are imported lazily ("module:function") so that `reprsim similarity` does not pay
+for FFCV or the text stack. A handler returns the exit code. Bad input raises UserError
+(or ValueError from the library), which becomes one line on stderr and exit code 2.
+Set REPRSIM_DEBUG=1 to see the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+
+from . import __version__
+from .errors import UserError
+
+
+def _handler(spec: str):
+    def run(args):
+        module, func = spec.split(":")
+        return getattr(importlib.import_module(f"repr_sim.{module}"), func)(args)
+
+    return run
+
+
+def _add(sub, name: str, spec: str, help: str, description: str | None = None):
+    p = sub.add_parser(name, help=help, description=description or help)
+    p.set_defaults(func=_handler(spec))
+    return p
+
+
+# ---- foundation -------------------------------------------------------------------------
+def add_similarity(sub):
+    p = _add(sub, "similarity", "metrics:cli_similarity",
+             "score two feature matrices (N x D, .npy or .pt) with the similarity metrics")
+    p.add_argument("a", help="features of model A (.npy or .pt, N x D)")
+    p.add_argument("b", help="features of model B (.npy or .pt, N x D)")
+    p.add_argument("--metrics", nargs="+", default=None, help="subset of metrics (default: all eight)")
+    p.add_argument("--topk", type=int, default=10, help="neighbours for the kNN metrics (default 10)")
+    p.add_argument("--no-prepare", action="store_true",
+                   help="score the features as given (default: clamp at the 0.95 quantile, L2-normalise rows)")
+
+
+# ---- data -------------------------------------------------------------------------------
+def add_write_data(sub):
+    p = _add(sub, "write-data", "data.cli:cli_write_data",
+             "write datasets to FFCV .beton files under $REPRSIM_DATA/ffcv/<name>/")
+    p.add_argument("datasets", nargs="+", help="registry names (cifar10, cifar100, tinyimagenet, mnist, svhn, ...)")
+    p.add_argument("--data-root", default=None, help="data root (default: $REPRSIM_DATA or data/)")
+    p.add_argument("--resolution", type=int, default=None,
+                   help="image side for probe datasets (e.g. 64 for TinyImageNet models)")
+    p.add_argument("--name", default=None, help="beton folder name (default: dataset name, with _<res> for resized probes)")
+    p.add_argument("--download", action="store_true", help="let torchvision download the raw files")
+    p.add_argument("--workers", type=int, default=None, help="writer processes (default: usable CPUs)")
+
+
+def add_reorg(sub):
+    p = _add(sub, "reorg-tinyimagenet", "data.cli:cli_reorg_tinyimagenet",
+             "group tiny-imagenet-200 validation images into per-class folders (idempotent)")
+    p.add_argument("--data-root", default=None, help="data root (default: $REPRSIM_DATA or data/)")
+
+
+# ---- training ---------------------------------------------------------------------------
+def add_train(sub):
+    p = _add(sub, "train", "train:cli_train", "train one pair of models (one seed, one fraction)")
+    p.add_argument("experiment", help="experiment name (e.g. cifar10_ds) or path to a .toml config")
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--frac", type=float, required=True, help="overlap fraction in [0, 1]")
+    p.add_argument("--epochs", type=int, default=None, help="image experiments: epochs")
+    p.add_argument("--iters", type=int, default=None, help="text experiments: iterations")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--block-size", type=int, default=None, help="text experiments: context length")
+    p.add_argument("--eval-iters", type=int, default=None, help="text experiments: batches per evaluation")
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--workers", type=int, default=None, help="data-loading workers (default: usable CPUs)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key, e.g. --set recipe.peak_epoch=5 (repeatable)")
+
+
+def add_sweep(sub):
+    p = _add(sub, "sweep", "sweep:cli_sweep",
+             "expand experiments into (seed, frac) tasks; submit a SLURM array or run them here")
+    p.add_argument("experiments", nargs="+", help="experiment names or config paths")
+    p.add_argument("--seeds", nargs="+", type=int, default=None, help="narrow the seeds")
+    p.add_argument("--fracs", nargs="+", type=float, default=None, help="narrow the fractions")
+    p.add_argument("--launcher", choices=["auto", "slurm", "local"], default="auto")
+    p.add_argument("--sbatch-script", default=None, help="array task body for SLURM")
+    p.add_argument("--log-dir", default=None, help="where SLURM output goes")
+    p.add_argument("--train-args", default="", help="extra arguments for `reprsim train`")
+    p.add_argument("--sbatch-args", default="", help="extra arguments for sbatch")
+    p.add_argument("--task", type=int, default=None, help="run task N of the pending list (array task body)")
+    p.add_argument("--task-file", default=None, help="task list written at submission (array task body)")
+    p.add_argument("--dry-run", action="store_true", help="print the pending tasks, run nothing")
+
+
+# ---- measurement ------------------------------------------------------------------------
+def add_measure(sub):
+    p = _add(sub, "measure", "measure:cli_measure",
+             "measure trained pairs: accuracy, features on probe sets, eight metrics, result CSVs")
+    p.add_argument("runs_dirs", nargs="+", help="experiment folders made by `reprsim train`")
+    p.add_argument("--probe-size", type=int, default=None, help="inputs per probe set (default: the whole set)")
+    p.add_argument("--batch-size", type=int, default=500)
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    p.add_argument("--workers", type=int, default=None)
+    p.add_argument("--force", action="store_true", help="re-measure pairs that already have a result")
+    p.add_argument("--save-features", action="store_true", help="also save features as .npy per model and probe")
+
+
+# ---- analysis ---------------------------------------------------------------------------
+def add_analyze(sub):
+    p = _add(sub, "analyze", "analysis:cli_analyze",
+             "mutual information, R^2, slope and Spearman of a result CSV against overlap")
+    p.add_argument("csv", help="a result CSV (similarity or accuracy)")
+    p.add_argument("--metric", default="cka", help="one of the eight metrics (default cka)")
+    p.add_argument("--all-metrics", action="store_true", help="one table over all eight metrics")
+    p.add_argument("--out", default=None, help="write the table as CSV here")
+
+
+def add_plot(sub):
+    p = _add(sub, "plot", "plots:cli_plot", "box plots of a result CSV against overlap")
+    p.add_argument("csv", help="a result CSV (similarity or accuracy)")
+    p.add_argument("--metric", default="cka", help="one of the eight metrics (default cka)")
+    p.add_argument("--out", required=True, help="figure file (.pdf or .png)")
+
+
+def add_summary(sub):
+    p = _add(sub, "summary", "summary:cli_summary",
+             "the headline mutual-information table and the accuracy table over a results folder")
+    p.add_argument("results_dir", help="folder of result CSVs")
+    p.add_argument("--out", default=None, help="output folder (default: results_dir)")
+    p.add_argument("--latex", action="store_true", help="also print LaTeX tables")
+
+
+# ---- demo and text ----------------------------------------------------------------------
+def add_demo(sub):
+    p = _add(sub, "demo", "demo:cli_demo", "run the built-in study end to end on this machine")
+    p.add_argument("--text", action="store_true", help="the built-in text study instead")
+    p.add_argument("--scale", choices=["full", "tiny"], default="full",
+                   help="tiny: the smallest scale (what the tests run)")
+    p.add_argument("--out", default=None, help="results folder (default: plotting/plotting_results)")
+
+
+def add_prepare_text(sub):
+    p = _add(sub, "prepare-text", "data.text:cli_prepare_text",
+             "tokenise a corpus into $REPRSIM_DATA/text/<corpus>/{train,val}.bin")
+    p.add_argument("corpus", help="shakespeare_all, tinystories, wikitext, tinycodes, tinytextbooks, tinywebtext")
+    p.add_argument("--data-files", nargs="+", default=None, help="local .txt/.json/.jsonl/.parquet files")
+    p.add_argument("--tokenizer", choices=["gpt2", "bytes"], default="gpt2")
+    p.add_argument("--num-proc", type=int, default=None, help="tokeniser processes (default: usable CPUs)")
+    p.add_argument("--data-root", default=None)
+
+
+def add_sample(sub):
+    p = _add(sub, "sample", "train.text:cli_sample", "generate text from a GPT checkpoint")
+    p.add_argument("checkpoint", help="ckpt.pt of a trained model")
+    p.add_argument("--prompt", default="\n")
+    p.add_argument("--tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-k", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None)
+
+
+COMMANDS = [add_similarity, add_write_data, add_reorg, add_train, add_sweep, add_measure,
+            add_analyze, add_plot, add_summary, add_demo, add_prepare_text, add_sample]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reprsim", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"reprsim {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in COMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, ValueError, FileNotFoundError) as e:
+        if os.environ.get("REPRSIM_DEBUG"):
+            raise
+        print(f"reprsim {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"reprsim {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Experiments are TOML config files: dataset, split kind, fractions, seeds, recipe.
+
+They live in the training folders (`train_*/configs/<name>.toml`) and are found by name
+from any working directory, or given as a path. `--set key.sub=value` overrides any key;
+the value is parsed as TOML (numbers, booleans, lists), else kept as a string.
+"""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+from pathlib import Path
+
+from .errors import UserError
+from .paths import repo_root, runs_root, source_root
+
+KINDS = ("image", "text", "partition", "vae")
+REQUIRED = ("kind", "fracs", "seeds")
+
+
+def _search_roots() -> list[Path]:
+    roots = [r for r in (source_root(), repo_root()) if r is not None]
+    return list(dict.fromkeys(roots))  # unique, in order
+
+
+def config_paths() -> dict[str, Path]:
+    """Every experiment config that can be found by name: name -> path."""
+    found: dict[str, Path] = {}
+    for root in _search_roots():
+        for path in sorted(root.glob("train_*/configs/*.toml")):
+            found.setdefault(path.stem, path)
+    return found
+
+
+def find_config(name_or_path: str | Path) -> Path:
+    candidate = Path(name_or_path)
+    if candidate.suffix == ".toml" or candidate.is_file():
+        if not candidate.is_file():
+            raise UserError(f"experiment config not found: {candidate}")
+        return candidate.resolve()
+    known = config_paths()
+    if str(name_or_path) not in known:
+        names = ", ".join(sorted(known)) or "none found"
+        raise UserError(f"unknown experiment '{name_or_path}' (known: {names})")
+    return known[str(name_or_path)]
+
+
+def parse_value(text: str):
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_override(cfg: dict, assignment: str) -> None:
+    """Set a dotted key in place: `recipe.epochs=2`."""
+    key, sep, value = assignment.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"--set expects key=value, got '{assignment}'")
+    parts = key.strip().split(".")
+    node = cfg
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UserError(f"--set {key}: '{part}' is not a table in the config")
+        node = child
+    node[parts[-1]] = parse_value(value.strip())
+
+
+def validate(cfg: dict, source: str) -> dict:
+    for key in REQUIRED:
+        if key not in cfg:
+            raise UserError(f"{source}: missing key '{key}'")
+    if cfg["kind"] not in KINDS:
+        raise UserError(f"{source}: kind must be one of {', '.join(KINDS)}, got '{cfg['kind']}'")
+    for frac in cfg["fracs"]:
+        if not isinstance(frac, int | float) or not 0.0 <= float(frac) <= 1.0:
+            raise UserError(f"{source}: fraction {frac!r} outside [0, 1]")
+    for seed in cfg["seeds"]:
+        if not isinstance(seed, int) or isinstance(seed, bool):
+            raise UserError(f"{source}: seed {seed!r} is not an integer")
+    return cfg
+
+
+def load(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict:
+    """The resolved config: file contents, `name` and `config_path` filled in, overrides set."""
+    path = find_config(name_or_path)
+    try:
+        cfg = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path}: not valid TOML ({e})") from None
+    cfg = copy.deepcopy(cfg)
+    cfg.setdefault("name", path.stem)
+    cfg["config_path"] = str(path)
+    for assignment in overrides:
+        apply_override(cfg, assignment)
+    return validate(cfg, str(path))
+
+
+def experiment_dir(cfg: dict) -> Path:
+    return runs_root() / cfg["name"]
+
+
+def check_frac(frac: float) -> float:
+    frac = float(frac)
+    if not 0.0 <= frac <= 1.0:
+        raise UserError(f"fraction {frac:g} outside [0, 1]")
+    return frac
+
+
+def tasks(cfg: dict, seeds=None, fracs=None) -> list[tuple[int, float]]:
+    """The sweep's (seed, frac) pairs, seeds outer, optionally narrowed."""
+    seeds = cfg["seeds"] if seeds is None else [int(s) for s in seeds]
+    fracs = cfg["fracs"] if fracs is None else [check_frac(f) for f in fracs]
+    return [(int(s), float(f)) for s in seeds for f in fracs]

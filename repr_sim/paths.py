@@ -1,0 +1,54 @@
+"""Where things live: the repository, the data root, the runs root, CPU budget."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def repo_root(start: Path | None = None) -> Path:
+    """The folder holding pyproject.toml, searched upward from `start` (default: cwd).
+
+    Falls back to `start` itself when no such folder exists.
+    """
+    start = Path(start or Path.cwd()).resolve()
+    for folder in (start, *start.parents):
+        if (folder / "pyproject.toml").is_file():
+            return folder
+    return start
+
+
+def source_root() -> Path | None:
+    """The checkout this package was installed from (editable installs), else None."""
+    candidate = PACKAGE_DIR.parent
+    return candidate if (candidate / "pyproject.toml").is_file() else None
+
+
+def data_root() -> Path:
+    """$REPRSIM_DATA, else `data/` in the repository root."""
+    env = os.environ.get("REPRSIM_DATA")
+    return Path(env).expanduser().resolve() if env else repo_root() / "data"
+
+
+def runs_root() -> Path:
+    """$REPRSIM_RUNS, else `runs/` in the repository root."""
+    env = os.environ.get("REPRSIM_RUNS")
+    return Path(env).expanduser().resolve() if env else repo_root() / "runs"
+
+
+def verify_checksums() -> bool:
+    """Raw files are checked against published checksums unless REPRSIM_VERIFY=0."""
+    return os.environ.get("REPRSIM_VERIFY", "1") != "0"
+
+
+def usable_cpus() -> int:
+    """CPUs this process may use: SLURM's allocation inside a job, else its affinity."""
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK")
+    if slurm and slurm.isdigit() and int(slurm) > 0:
+        return int(slurm)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
