@@ -33,3 +33,8 @@ def reprsim_env(tmp_path, monkeypatch):
     monkeypatch.setenv("REPRSIM_RUNS", str(runs))
     monkeypatch.setenv("REPRSIM_VERIFY", "0")
     return tmp_path
+
+
+# A real one-node SLURM cluster (session-scoped `slurm_cluster`), and its logs attached to the
+# report of a failed test that used it; see tests/slurm_cluster.py.
+from slurm_cluster import pytest_runtest_makereport, slurm_cluster  # noqa: E402, F401
