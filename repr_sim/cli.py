@@ -53,6 +53,8 @@ def add_write_data(sub):
                    help="image side for probe datasets (e.g. 64 for TinyImageNet models)")
     p.add_argument("--name", default=None, help="beton folder name (default: dataset name, with _<res> for resized probes)")
     p.add_argument("--download", action="store_true", help="let torchvision download the raw files")
+    p.add_argument("--splits", nargs="+", default=None, metavar="SPLIT",
+                   help="splits to write (default: train and test; test only for the probe sets)")
     p.add_argument("--workers", type=int, default=None, help="writer processes (default: usable CPUs)")
 
 
@@ -83,7 +85,7 @@ def add_train(sub):
 def add_sweep(sub):
     p = _add(sub, "sweep", "sweep:cli_sweep",
              "expand experiments into (seed, frac) tasks; submit a SLURM array or run them here")
-    p.add_argument("experiments", nargs="+", help="experiment names or config paths")
+    p.add_argument("experiments", nargs="*", help="experiment names or config paths")
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="narrow the seeds")
     p.add_argument("--fracs", nargs="+", type=float, default=None, help="narrow the fractions")
     p.add_argument("--launcher", choices=["auto", "slurm", "local"], default="auto")
@@ -131,7 +133,11 @@ def add_summary(sub):
              "the headline mutual-information table and the accuracy table over a results folder")
     p.add_argument("results_dir", help="folder of result CSVs")
     p.add_argument("--out", default=None, help="output folder (default: results_dir)")
-    p.add_argument("--latex", action="store_true", help="also print LaTeX tables")
+    p.add_argument("--latex", action="store_true",
+                   help="also print LaTeX tables (and write summary_*.tex)")
+    p.add_argument("--metric", default="cka", help="one of the eight metrics (default cka, as the study)")
+    p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                   help="leave out files whose name matches (repeatable), e.g. 'vae_*mnist*'")
 
 
 # ---- demo and text ----------------------------------------------------------------------
@@ -150,7 +156,8 @@ def add_prepare_text(sub):
     p.add_argument("--data-files", nargs="+", default=None, help="local .txt/.json/.jsonl/.parquet files")
     p.add_argument("--tokenizer", choices=["gpt2", "bytes"], default="gpt2")
     p.add_argument("--num-proc", type=int, default=None, help="tokeniser processes (default: usable CPUs)")
-    p.add_argument("--data-root", default=None)
+    p.add_argument("--data-root", default=None, help="data root (default: $REPRSIM_DATA or data/)")
+    p.add_argument("--force", action="store_true", help="prepare again even if already prepared")
 
 
 def add_sample(sub):

@@ -1,0 +1,258 @@
+"""`reprsim sweep`: experiments -> (seed, frac) tasks -> a SLURM job array or a local loop.
+
+Works for any experiment kind that `reprsim train` trains (image, text): a task is
+(experiment, seed, frac), a task is finished when its pair folder has a `done` marker,
+and running a task means `reprsim train EXPERIMENT --seed S --frac F [train args]`.
+
+Choosing the launcher: `--launcher slurm|local`, else $LAUNCHER (slurm|local|auto), else
+auto: SLURM when `sbatch` is on the PATH and `sinfo` answers.
+
+SLURM. Per experiment with pending tasks: the task list is written (atomically) to
+`<log dir>/tasks/<experiment>_<time>_<pid>.tsv`, one `experiment<TAB>seed<TAB>frac` line
+per task, and ONE job array is submitted from the sbatch script's folder:
+
+    sbatch --array=0-<n-1> [$SBATCH_ARGS] --output=<log dir>/slurm_out/%x_%A_%a.out \
+        <sbatch script> <task file> [train args]
+
+The sbatch script (the training folder's `run_train.sh`) picks line SLURM_ARRAY_TASK_ID of
+the task file and runs the training command with the train args it is given. Resources
+are `#SBATCH` defaults in that script; nothing here overrides them on the command line,
+so sbatch's own SBATCH_* input variables (SBATCH_PARTITION, SBATCH_ACCOUNT, SBATCH_GRES,
+SBATCH_MEM_PER_NODE, SBATCH_TIMELIMIT, ...) take effect; $SBATCH_ARGS is appended for the
+rest. Defaults: the sbatch script is `run_train.sh` in the experiment's training folder
+(the parent of its `configs/`), the log dir is `log_dir/` beside the script.
+
+Local. The pending tasks run here one after another (a progress bar over tasks); a failed
+task is reported and the others still run; the exit code is 1 if any failed.
+
+Environment (used when the matching option is not given): SEEDS="0 1", FRACS="0.0 0.5"
+narrow the sweep, TRAIN_ARGS="--epochs 2" is passed to `reprsim train`, SBATCH_ARGS is
+appended to sbatch's command line, LAUNCHER chooses the launcher.
+
+`--task N --task-file F` runs task N of a task file here (what an array task does, for
+bodies that do not parse the file themselves).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from . import experiments, runs
+from .errors import UserError
+
+LAUNCHERS = ("auto", "slurm", "local")
+SBATCH_SCRIPT = "run_train.sh"
+LOG_DIR = "log_dir"
+
+
+@dataclass(frozen=True)
+class Task:
+    experiment: str  # a name `reprsim train` finds, or a config path
+    seed: int
+    frac: float
+
+    def line(self) -> str:
+        return f"{self.experiment}\t{self.seed}\t{self.frac!r}\n"
+
+    def train_argv(self, train_args: list[str]) -> list[str]:
+        return ["train", self.experiment, "--seed", str(self.seed), "--frac", repr(self.frac),
+                *train_args]
+
+
+@dataclass
+class Plan:
+    """One experiment's sweep: every task, and the ones not finished yet."""
+
+    cfg: dict
+    tasks: list[Task]
+    pending: list[Task]
+
+    @property
+    def name(self) -> str:
+        return self.cfg["name"]
+
+
+# ---------------------------------------------------------------------------------------
+# Planning
+# ---------------------------------------------------------------------------------------
+
+
+def _env_list(name: str, kind, flag: str):
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return None
+    try:
+        return [kind(v) for v in text.replace(",", " ").split()]
+    except ValueError:
+        raise UserError(f"{name}={text!r}: expected {flag} values separated by spaces") from None
+
+
+def _task_name(cfg: dict) -> str:
+    """What a task file says: the experiment's name when that finds the same config."""
+    known = experiments.config_paths().get(cfg["name"])
+    if known is not None and str(known.resolve()) == cfg["config_path"]:
+        return cfg["name"]
+    return cfg["config_path"]
+
+
+def plan(experiment: str, seeds=None, fracs=None) -> Plan:
+    """Expand one experiment into tasks, narrowed to `seeds`/`fracs`; drop finished pairs."""
+    cfg = experiments.load(experiment)
+    name = _task_name(cfg)
+    tasks = [Task(name, s, f) for s, f in experiments.tasks(cfg, seeds, fracs)]
+    exp_dir = experiments.experiment_dir(cfg)
+    pending = [t for t in tasks if not runs.is_done(runs.pair_dir(exp_dir, t.seed, t.frac))]
+    return Plan(cfg, tasks, pending)
+
+
+# ---------------------------------------------------------------------------------------
+# Launchers
+# ---------------------------------------------------------------------------------------
+
+
+def slurm_available() -> bool:
+    """`sbatch` on the PATH and `sinfo` answering (a reachable controller)."""
+    if not (shutil.which("sbatch") and shutil.which("sinfo")):
+        return False
+    try:
+        result = subprocess.run(["sinfo", "--noheader"], capture_output=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return result.returncode == 0
+
+
+def choose_launcher(option: str | None) -> str:
+    choice = option if option and option != "auto" else os.environ.get("LAUNCHER", "auto").strip() or "auto"
+    if choice not in LAUNCHERS:
+        raise UserError(f"LAUNCHER={choice!r}: expected one of {', '.join(LAUNCHERS)}")
+    if choice == "auto":
+        return "slurm" if slurm_available() else "local"
+    if choice == "slurm" and not shutil.which("sbatch"):
+        raise UserError("the SLURM launcher was asked for, but `sbatch` is not on the PATH")
+    return choice
+
+
+def default_sbatch_script(cfg: dict) -> Path:
+    """`run_train.sh` of the experiment's training folder (the parent of its configs/)."""
+    return Path(cfg["config_path"]).parent.parent / SBATCH_SCRIPT
+
+
+def write_task_file(log_dir: Path, plan: Plan) -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = log_dir / "tasks" / f"{plan.name}_{stamp}_{os.getpid()}.tsv"
+    runs.atomic_write_text(path, "".join(t.line() for t in plan.pending))
+    return path
+
+
+def read_task(task_file: Path, index: int) -> Task:
+    path = Path(task_file)
+    if not path.is_file():
+        raise UserError(f"task file not found: {path}")
+    lines = [ln for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    if not 0 <= index < len(lines):
+        raise UserError(f"{path} has {len(lines)} task(s); there is no task {index}")
+    try:
+        experiment, seed, frac = lines[index].split("\t")
+        return Task(experiment, int(seed), float(frac))
+    except ValueError:
+        raise UserError(f"{path}, line {index + 1}: expected experiment<TAB>seed<TAB>frac") from None
+
+
+def sbatch_command(script: Path, task_file: Path, n_tasks: int, log_dir: Path,
+                   sbatch_args: list[str], train_args: list[str]) -> list[str]:
+    out = log_dir / "slurm_out" / "%x_%A_%a.out"
+    return ["sbatch", f"--array=0-{n_tasks - 1}", *sbatch_args, f"--output={out}",
+            str(script), str(task_file), *train_args]
+
+
+def submit(plan: Plan, *, script: Path | None, log_dir: Path | None, sbatch_args: list[str],
+           train_args: list[str]) -> str:
+    """Submit one job array for the plan's pending tasks; returns sbatch's output line."""
+    script = Path(script) if script else default_sbatch_script(plan.cfg)
+    if not script.is_file():
+        raise UserError(f"sbatch script not found: {script} (give one with --sbatch-script)")
+    script = script.resolve()
+    log_dir = (Path(log_dir) if log_dir else script.parent / LOG_DIR).resolve()
+    (log_dir / "slurm_out").mkdir(parents=True, exist_ok=True)
+    task_file = write_task_file(log_dir, plan)
+    cmd = sbatch_command(script, task_file, len(plan.pending), log_dir, sbatch_args, train_args)
+    print(f"tasks: {task_file}\nlogs: {log_dir / 'slurm_out'}", flush=True)
+    # Submitted from the script's folder: the job's SLURM_SUBMIT_DIR, where it finds the project.
+    result = subprocess.run(cmd, cwd=script.parent, capture_output=True, text=True)
+    if result.returncode != 0:
+        detail = (result.stderr or result.stdout).strip().splitlines()
+        raise UserError(f"sbatch failed for {plan.name} (exit {result.returncode}): "
+                        f"{detail[-1] if detail else 'no output'}")
+    return result.stdout.strip()
+
+
+def run_task(task: Task, train_args: list[str]) -> int:
+    """`reprsim train` for one task, in this process; returns its exit code."""
+    from .cli import main
+
+    return main(task.train_argv(train_args))
+
+
+def run_local(tasks: list[Task], train_args: list[str]) -> int:
+    failed = []
+    for task in tqdm(tasks, desc="sweep", unit="pair"):
+        print(f"== {task.experiment} seed {task.seed} frac {task.frac:g}", flush=True)
+        code = run_task(task, train_args)
+        if code != 0:
+            failed.append((task, code))
+    for task, code in failed:
+        print(f"failed (exit {code}): {task.experiment} seed {task.seed} frac {task.frac:g}",
+              file=sys.stderr)
+    if failed:
+        print(f"{len(failed)} of {len(tasks)} task(s) failed", file=sys.stderr)
+    return 1 if failed else 0
+
+
+# ---------------------------------------------------------------------------------------
+# CLI
+# ---------------------------------------------------------------------------------------
+
+
+def cli_sweep(args) -> int:
+    train_args = shlex.split(args.train_args or os.environ.get("TRAIN_ARGS", ""))
+    if args.task is not None:
+        if not args.task_file:
+            raise UserError("--task needs --task-file")
+        return run_task(read_task(Path(args.task_file), args.task), train_args)
+
+    if not args.experiments:
+        raise UserError("name at least one experiment (or --task N --task-file F)")
+    seeds = args.seeds if args.seeds is not None else _env_list("SEEDS", int, "integer")
+    fracs = args.fracs if args.fracs is not None else _env_list("FRACS", float, "fraction")
+    sbatch_args = shlex.split(args.sbatch_args or os.environ.get("SBATCH_ARGS", ""))
+    plans = [plan(e, seeds, fracs) for e in args.experiments]
+    for p in plans:
+        print(f"{p.name}: {len(p.tasks)} task(s), {len(p.tasks) - len(p.pending)} done, "
+              f"{len(p.pending)} to run")
+    if args.dry_run:
+        for p in plans:
+            for t in p.pending:
+                print("reprsim " + shlex.join(t.train_argv(train_args)))
+        return 0
+    pending = [t for p in plans for t in p.pending]
+    if not pending:
+        print("nothing to do")
+        return 0
+
+    if choose_launcher(args.launcher) == "local":
+        return run_local(pending, train_args)
+    for p in plans:
+        if p.pending:
+            print(f"{p.name}: submitting a job array of {len(p.pending)} task(s)", flush=True)
+            print(submit(p, script=args.sbatch_script, log_dir=args.log_dir,
+                         sbatch_args=sbatch_args, train_args=train_args), flush=True)
+    return 0

@@ -1,0 +1,553 @@
+"""Train one pair of image models (PROTOCOL sections 1-2) into its run folder.
+
+`train_pair(cfg, seed, frac)` computes the split from the train beton's labels, saves it
+under `split_indices/`, trains model 0 on split.a and model 1 on split.b, and writes the
+run folder described in repr_sim.runs (args.json, split_indices/, split_<i>/checkpoint.pth
+and log.txt, `done` last).
+
+Recipe (all values from the config's [recipe] table): SGD with momentum (no Nesterov),
+weight decay on every parameter, label smoothing, drop-last batches, and the per-iteration
+triangular schedule of repr_sim.train.schedule. On CUDA: fp16 autocast with a gradient
+scaler, channels-last model and inputs, loaders that place batches on the GPU; on the CPU
+the same code runs in float32 (autocast and the scaler are disabled).
+
+Task split: each model has a c-way head; its train and test labels are mapped through its
+label map by the loader; its test set is the test images of its own classes. Dataset
+split: every model is tested on the whole test set.
+
+Resume. After every epoch the model's full training state (weights, optimizer, scaler,
+schedule step, epoch, RNG states, log rows) is written atomically to `split_<i>/epoch.pt`.
+A rerun of an interrupted pair keeps a finished model's `checkpoint.pth`, resumes the
+unfinished one from its last epoch checkpoint, and removes `epoch.pt` once the model is
+finished, so a resumed folder has the same files as an uninterrupted one. A pair whose
+`done` marker exists is never trained again. Everything in an epoch checkpoint is tensors
+or plain Python data, so it loads with `torch.load(weights_only=True)`.
+
+Determinism. The split depends on the seed only. Each model seeds torch (CPU and CUDA)
+and its loader's ordering from (seed, model index). Not deterministic: FFCV's
+augmentations draw from worker-thread random state that is not seeded per epoch, so the
+augmented images differ between runs; cuDNN picks convolution algorithms by benchmark
+(`cudnn.benchmark`), and some GPU kernels accumulate in nondeterministic order. A resumed
+run therefore matches an uninterrupted one in structure and schedule, not bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from .. import __version__, models, runs, splits
+from ..errors import UserError
+from ..experiments import experiment_dir
+from ..paths import source_root
+from .schedule import Triangular
+
+# CLI option -> config key (repr_sim.train.cli_train applies them).
+OPTION_KEYS = {
+    "epochs": "recipe.epochs",
+    "batch_size": "recipe.batch_size",
+    "lr": "recipe.lr",
+    "workers": "loader.workers",
+}
+RECIPE_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "label_smoothing",
+               "peak_epoch")
+SPLIT_KINDS = ("dataset", "task")
+EPOCH_FILE = "epoch.pt"
+CHECKPOINT = "checkpoint.pth"
+LOG = "log.txt"
+# Top-level config tables that do not change what is trained: a pair may be resumed with
+# other values for them (e.g. more loader workers on another machine).
+RUNTIME_KEYS = ("loader", "config_path")
+
+
+# ---------------------------------------------------------------------------------------
+# Config and data
+# ---------------------------------------------------------------------------------------
+
+
+def check_config(cfg: dict) -> None:
+    """Every key the image trainer reads is present and sensible (UserError otherwise)."""
+    where = cfg.get("config_path", cfg.get("name", "config"))
+    for key in ("dataset", "split", "mode", "arch", "recipe"):
+        if key not in cfg:
+            raise UserError(f"{where}: missing key '{key}'")
+    if cfg["split"] not in SPLIT_KINDS:
+        raise UserError(f"{where}: split must be one of {', '.join(SPLIT_KINDS)}, got {cfg['split']!r}")
+    if cfg["arch"] not in models.ARCHS:
+        raise UserError(f"{where}: unknown arch {cfg['arch']!r} (known: {', '.join(models.names())})")
+    recipe = cfg["recipe"]
+    for key in RECIPE_KEYS:
+        if key not in recipe:
+            raise UserError(f"{where}: missing key 'recipe.{key}'")
+    for key in ("epochs", "batch_size"):
+        value = recipe[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise UserError(f"{where}: recipe.{key} must be a positive integer, got {value!r}")
+    if not isinstance(recipe["lr"], int | float) or recipe["lr"] < 0:
+        raise UserError(f"{where}: recipe.lr must be a non-negative number, got {recipe['lr']!r}")
+    workers = cfg.get("loader", {}).get("workers")
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
+        raise UserError(f"{where}: loader.workers must be a positive integer, got {workers!r}")
+    from ..data import betons
+
+    try:  # the loader's own parser, so a bad table fails before anything is written
+        betons.resolve_augment(cfg.get("augment"))
+    except ValueError as e:
+        raise UserError(f"{where}: {e}") from None
+
+
+def _write_hint(cfg: dict, dataset: str) -> str:
+    """How to write a missing beton: the training folder's script, or the CLI."""
+    script = Path(cfg.get("config_path", ".")).parent.parent / "run_write_ffcv_data.sh"
+    hint = f"`reprsim write-data {dataset}`"
+    if script.is_file():
+        hint = f"`bash {script.parent.name}/{script.name}` (or {hint})"
+    return hint
+
+
+def beton(cfg: dict, part: str) -> Path:
+    """The path of the experiment's train or test beton; a clear error if it is missing."""
+    from ..data import betons
+
+    path = Path(betons.beton_path(cfg["dataset"], part))
+    if not path.is_file():
+        raise UserError(f"missing beton {path}: write it with {_write_hint(cfg, cfg['dataset'])}")
+    return path
+
+
+def read_labels(cfg: dict, path: Path) -> np.ndarray:
+    """The label field of a beton; an unreadable file is reported as corrupt."""
+    from ..data import betons
+
+    try:
+        labels = np.asarray(betons.read_labels(path), dtype=np.int64)
+    except UserError:
+        raise
+    except Exception as e:  # FFCV raises assorted types on a damaged header
+        raise UserError(
+            f"corrupt beton {path} ({type(e).__name__}: {e}); delete it and rewrite it with "
+            f"{_write_hint(cfg, cfg['dataset'])}"
+        ) from None
+    if labels.ndim != 1 or labels.size == 0:
+        raise UserError(f"corrupt beton {path}: no labels")
+    return labels
+
+
+def make_split(cfg: dict, train_labels: np.ndarray, frac: float, seed: int):
+    make = splits.dataset_split if cfg["split"] == "dataset" else splits.task_split
+    return make(train_labels, frac, mode=cfg["mode"], seed=seed)
+
+
+@dataclass
+class ModelData:
+    """What model `index` of a pair trains and is tested on."""
+
+    index: int
+    train_indices: np.ndarray
+    test_indices: np.ndarray | None  # None: the whole test set
+    label_map: dict[int, int] | None  # None: labels unchanged
+    num_classes: int
+
+
+def model_data(cfg: dict, split, index: int, test_labels: np.ndarray) -> ModelData:
+    if split.kind == "task":
+        classes = split.classes_a if index == 0 else split.classes_b
+        label_map = split.label_map_a if index == 0 else split.label_map_b
+        return ModelData(
+            index=index,
+            train_indices=split.a if index == 0 else split.b,
+            test_indices=splits.class_indices(test_labels, classes),
+            label_map=dict(label_map),
+            num_classes=len(classes),
+        )
+    from ..data import registry
+
+    return ModelData(
+        index=index,
+        train_indices=split.a if index == 0 else split.b,
+        test_indices=None,
+        label_map=None,
+        num_classes=int(registry.get(cfg["dataset"]).num_classes),
+    )
+
+
+def model_seed(seed: int, index: int) -> int:
+    """One 32-bit seed per (pair seed, model index) for torch and the loader order."""
+    return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
+
+
+def make_loaders(cfg: dict, data: ModelData, *, device: str, seed: int):
+    """(train loader, test loader) of one model, from repr_sim.data.betons.make_loader."""
+    from ..data import betons
+
+    recipe = cfg["recipe"]
+    workers = cfg.get("loader", {}).get("workers")
+    common = dict(batch_size=recipe["batch_size"], label_map=data.label_map, device=device,
+                  workers=workers)
+    train = betons.make_loader(beton(cfg, "train"), indices=data.train_indices, train=True,
+                               augment=cfg.get("augment"), drop_last=recipe.get("drop_last", True),
+                               seed=seed, **common)
+    test = betons.make_loader(beton(cfg, "test"), indices=data.test_indices, train=False,
+                              drop_last=False, seed=seed, **common)
+    return train, test
+
+
+def _start_epoch(loader, epoch: int) -> None:
+    """Make a resumed loader draw the sample order of `epoch`, not that of its first epoch.
+
+    FFCV's Loader orders epoch e by (seed + e) and counts epochs in `next_epoch`
+    (betons.BetonLoader wraps it as `.loader`); ArrayLoader counts in `epoch`.
+    """
+    if hasattr(loader, "set_epoch"):
+        loader.set_epoch(epoch)
+        return
+    inner = getattr(loader, "loader", loader)
+    if hasattr(inner, "next_epoch"):
+        inner.next_epoch = epoch
+    elif hasattr(loader, "epoch"):
+        loader.epoch = epoch
+
+
+# ---------------------------------------------------------------------------------------
+# One step, one epoch, evaluation
+# ---------------------------------------------------------------------------------------
+
+
+def autocast(device: str):
+    """fp16 autocast on CUDA, nothing on the CPU (float32)."""
+    if device == "cuda":
+        return torch.autocast(device_type="cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def prepare_model(model: nn.Module, device: str) -> nn.Module:
+    model = model.to(device)
+    if device == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def train_step(model, images, labels, optimizer, scaler, loss_fn, device: str):
+    """One optimisation step; returns (loss, logits) detached. Used by the benchmark too."""
+    if device == "cuda":
+        images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
+        labels = labels.to(device, non_blocking=True)
+    with autocast(device):
+        logits = model(images)
+        loss = loss_fn(logits, labels)
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    return loss.detach(), logits.detach()
+
+
+def evaluate(model, loader, device: str) -> float:
+    """Top-1 accuracy over a loader (eval mode, no gradients)."""
+    model.eval()
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    seen = 0
+    with torch.no_grad(), autocast(device):
+        for images, labels in loader:
+            if device == "cuda":
+                images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
+                labels = labels.to(device, non_blocking=True)
+            correct += (model(images).argmax(1) == labels).sum()
+            seen += len(labels)
+    model.train()
+    return float(correct.item()) / max(seen, 1)
+
+
+# ---------------------------------------------------------------------------------------
+# Training state and checkpoints
+# ---------------------------------------------------------------------------------------
+
+
+def _cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    # contiguous: a channels-last CUDA model saves the usual layout, loadable anywhere
+    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+
+
+def _rng_state() -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        with contextlib.suppress(RuntimeError, IndexError):  # fewer devices than before
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_epoch_checkpoint(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        # Written atomically, so a bad file is damage from elsewhere: restart this model.
+        print(f"{path}: unreadable epoch checkpoint ({e}); restarting this model")
+        return None
+
+
+def _write_log(folder: Path, rows: list[dict]) -> None:
+    runs.atomic_write_text(folder / LOG, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+
+
+@dataclass
+class Trainer:
+    """Everything needed to train model `data.index` of a pair; `run()` does it."""
+
+    cfg: dict
+    data: ModelData
+    folder: Path  # split_<i>/
+    device: str
+    seed: int  # the model's own seed (model_seed)
+    label: str  # for the progress bar
+
+    def run(self) -> None:
+        recipe = self.cfg["recipe"]
+        torch.manual_seed(self.seed)
+        if self.device == "cuda":
+            torch.cuda.manual_seed_all(self.seed)
+            torch.backends.cudnn.benchmark = True
+        model = prepare_model(
+            models.build(self.cfg["arch"], self.data.num_classes, width=self.cfg.get("width", 64)),
+            self.device,
+        )
+        train_loader, test_loader = make_loaders(self.cfg, self.data, device=self.device,
+                                                 seed=self.seed)
+        iters = len(train_loader)
+        if iters == 0:
+            raise UserError(
+                f"model {self.data.index} has {len(self.data.train_indices)} training images, "
+                f"fewer than one batch of {recipe['batch_size']} (drop-last): lower --batch-size"
+            )
+        epochs = recipe["epochs"]
+        schedule = Triangular.from_epochs(epochs, iters, recipe["peak_epoch"])
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.0, momentum=recipe["momentum"],
+                                    weight_decay=recipe["weight_decay"],
+                                    nesterov=bool(recipe.get("nesterov", False)))
+        scaler = torch.amp.GradScaler("cuda", enabled=self.device == "cuda")
+        loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe["label_smoothing"])
+
+        epoch, step, elapsed, rows = 0, 0, 0.0, []
+        saved = load_epoch_checkpoint(self.folder / EPOCH_FILE)
+        if saved is not None:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            if scaler.is_enabled() and saved.get("scaler"):
+                scaler.load_state_dict(saved["scaler"])
+            _set_rng_state(saved["rng"])
+            epoch, step, elapsed, rows = saved["epoch"], saved["step"], saved["elapsed"], saved["log"]
+            _write_log(self.folder, rows)  # in case the kill came between checkpoint and log
+            print(f"{self.label}: resuming after epoch {epoch} of {epochs}")
+            _start_epoch(train_loader, epoch)
+
+        bar = tqdm(total=schedule.total, initial=step, desc=self.label, unit="it", dynamic_ncols=True)
+        model.train()
+        while epoch < epochs:
+            started = time.perf_counter()
+            loss_sum = torch.zeros((), device=self.device)
+            correct = torch.zeros((), dtype=torch.int64, device=self.device)
+            seen = 0
+            for images, labels in train_loader:
+                lr = recipe["lr"] * schedule(step)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                loss, logits = train_step(model, images, labels, optimizer, scaler, loss_fn,
+                                          self.device)
+                loss_sum += loss.float() * len(labels)
+                correct += (logits.argmax(1) == labels.to(logits.device)).sum()
+                seen += len(labels)
+                step += 1
+                bar.update(1)
+            test_acc = evaluate(model, test_loader, self.device)
+            epoch += 1
+            elapsed += time.perf_counter() - started
+            rows.append({
+                "epoch": epoch,
+                "train_loss": round(float(loss_sum.item()) / max(seen, 1), 6),
+                "train_acc": round(float(correct.item()) / max(seen, 1), 6),
+                "test_acc": round(test_acc, 6),
+                "lr": lr,
+                "step": step,
+                "time_s": round(elapsed, 3),
+            })
+            bar.set_postfix(epoch=epoch, train_acc=rows[-1]["train_acc"], test_acc=rows[-1]["test_acc"])
+            bar.write(f"{self.label} epoch {epoch}/{epochs}: train acc {rows[-1]['train_acc']:.4f}, "
+                      f"test acc {test_acc:.4f}, {elapsed:.1f} s")
+            runs.atomic_torch_save({
+                "model": _cpu_state_dict(model),
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict() if scaler.is_enabled() else {},
+                "rng": _rng_state(),
+                "epoch": epoch,
+                "step": step,
+                "elapsed": elapsed,
+                "log": rows,
+            }, self.folder / EPOCH_FILE)
+            _write_log(self.folder, rows)
+        bar.close()
+        runs.atomic_torch_save(_cpu_state_dict(model), self.folder / CHECKPOINT)
+        (self.folder / EPOCH_FILE).unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------------
+# The pair
+# ---------------------------------------------------------------------------------------
+
+
+def git_commit() -> str | None:
+    root = source_root()
+    if root is None:
+        return None
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() or None
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def _training_config(cfg: dict) -> dict:
+    return {k: v for k, v in cfg.items() if k not in RUNTIME_KEYS}
+
+
+def _first_difference(old, new, prefix="") -> str:
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new)):
+            if old.get(key) != new.get(key):
+                return _first_difference(old.get(key), new.get(key), f"{prefix}{key}.")
+    return f"{prefix.rstrip('.')}: {old!r} then, {new!r} now"
+
+
+def _start_args(cfg: dict, folder: Path, seed: int, frac: float, data: list[ModelData],
+                device: str) -> dict:
+    """args.json of this pair: new, or the one of an interrupted run (checked to match)."""
+    path = folder / "args.json"
+    if path.is_file():
+        old = runs.read_json(path)
+        if _training_config(old.get("config", {})) != _training_config(cfg):
+            raise UserError(
+                f"{folder} was started with another config ({_first_difference(_training_config(old.get('config', {})), _training_config(cfg))}); "
+                f"rerun with the same options or delete the folder"
+            )
+        old["config"] = cfg
+        old.setdefault("resumed", []).append(_now())
+        return old
+    return {
+        "config": cfg,
+        "experiment": cfg["name"],
+        "kind": cfg["kind"],
+        "seed": seed,
+        "frac": frac,
+        "arch": cfg["arch"],
+        "width": cfg.get("width", 64),
+        "num_classes": [d.num_classes for d in data],
+        "dataset": cfg["dataset"],
+        "split": cfg["split"],
+        "mode": cfg["mode"],
+        "device": device,
+        "version": __version__,
+        "torch_version": torch.__version__,
+        "git_commit": git_commit(),
+        "host": socket.gethostname(),
+        "start_time": _now(),
+        "end_time": None,
+    }
+
+
+def _remove_temporaries(folder: Path) -> None:
+    """Temporary files of a killed run (runs.atomic_path names them .<name>.<random>.tmp).
+
+    Only called under the pair's lock, so no live writer owns them.
+    """
+    for path in folder.rglob(".*.tmp"):
+        path.unlink(missing_ok=True)
+
+
+def _save_split(split, folder: Path) -> None:
+    """Save the split, or check that an interrupted run saved the same one."""
+    target = folder / "split_indices"
+    if (target / splits.SPLIT_FILE).is_file():
+        if splits.load(target) != split:
+            raise UserError(f"{target} holds another split than this seed/frac gives; delete {folder}")
+        return
+    splits.save(split, target)
+
+
+def resolve_device(device: str | None) -> str:
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available here")
+    if device not in ("cpu", "cuda"):
+        raise UserError(f"device must be cpu or cuda, got {device!r}")
+    return device
+
+
+def train_pair(cfg: dict, seed: int, frac: float, *, device: str | None = None) -> Path:
+    """Train both models of pair (seed, frac) of experiment `cfg`; returns the pair folder."""
+    check_config(cfg)
+    folder = runs.pair_dir(experiment_dir(cfg), seed, frac)
+    if runs.is_done(folder):
+        print(f"{folder}: already trained, skipping")
+        return folder
+    device = resolve_device(device)
+    train_path, test_path = beton(cfg, "train"), beton(cfg, "test")
+    train_labels, test_labels = read_labels(cfg, train_path), read_labels(cfg, test_path)
+    split = make_split(cfg, train_labels, frac, seed)
+    data = [model_data(cfg, split, i, test_labels) for i in (0, 1)]
+
+    drop_last = cfg["recipe"].get("drop_last", True)
+    for d in data:  # fail before anything is written if a model cannot fill one batch
+        if drop_last and len(d.train_indices) < cfg["recipe"]["batch_size"]:
+            raise UserError(
+                f"model {d.index} has {len(d.train_indices)} training images, fewer than one "
+                f"batch of {cfg['recipe']['batch_size']} (drop-last): lower --batch-size"
+            )
+
+    folder.mkdir(parents=True, exist_ok=True)
+    # Beside the pair folder, not in it: the folder's contents stay exactly the run's.
+    with runs.file_lock(folder.parent / f".{folder.name}.lock"):
+        if runs.is_done(folder):  # another process finished it while we waited
+            print(f"{folder}: already trained, skipping")
+            return folder
+        _remove_temporaries(folder)
+        args = _start_args(cfg, folder, seed, frac, data, device)
+        runs.atomic_write_json(folder / "args.json", args)
+        _save_split(split, folder)
+        for d in data:
+            model_dir = folder / f"split_{d.index}"
+            if (model_dir / CHECKPOINT).is_file():
+                print(f"{model_dir}: already trained, keeping it")
+                continue
+            model_dir.mkdir(exist_ok=True)
+            label = f"{cfg['name']} seed {seed} frac {frac:g} model {d.index}"
+            Trainer(cfg, d, model_dir, device, model_seed(seed, d.index), label).run()
+        args["end_time"] = _now()
+        runs.atomic_write_json(folder / "args.json", args)
+        runs.mark_done(folder)
+    print(f"{folder}: done")
+    return folder
