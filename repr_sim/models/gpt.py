@@ -223,6 +223,11 @@ def build_gpt(**model_args) -> GPT:
     return GPT(GPTConfig.from_dict(model_args))
 
 
+def build_for_registry(num_classes: int, **model_args) -> GPT:
+    """repr_sim.models.build("gpt", vocab_size, **GPTConfig fields)."""
+    return build_gpt(vocab_size=num_classes, **model_args)
+
+
 @torch.no_grad()
 def text_features(model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
     """Mean over the block of the last hidden state after the final layer norm: [B, n_embd].
