@@ -101,14 +101,25 @@ def add_sweep(sub):
 # ---- measurement ------------------------------------------------------------------------
 def add_measure(sub):
     p = _add(sub, "measure", "measure:cli_measure",
-             "measure trained pairs: accuracy, features on probe sets, eight metrics, result CSVs")
-    p.add_argument("runs_dirs", nargs="+", help="experiment folders made by `reprsim train`")
-    p.add_argument("--probe-size", type=int, default=None, help="inputs per probe set (default: the whole set)")
-    p.add_argument("--batch-size", type=int, default=500)
-    p.add_argument("--device", choices=["cpu", "cuda"], default=None)
-    p.add_argument("--workers", type=int, default=None)
+             "measure trained pairs: accuracy, features on probe sets, eight metrics, result CSVs",
+             description="Measure the finished pairs of experiment folders: accuracy (or validation "
+                         "loss), features of both models on the probe sets, the eight metrics, one "
+                         "result file per pair, merged into the study's CSVs in each experiment "
+                         "folder (platonic_ffcv.csv and platonic_acc_ffcv.csv for images, platonic.csv "
+                         "and platonic_loss.csv for text). Pairs with a current result are kept; "
+                         "unfinished pairs are skipped, so a sweep can be measured while it trains.")
+    p.add_argument("runs_dirs", nargs="+", metavar="RUNS_DIR",
+                   help="experiment folders made by `reprsim train` ($REPRSIM_RUNS/<experiment>)")
+    p.add_argument("--probe-size", type=int, default=None,
+                   help="inputs per probe set, a seeded random subset (default: images the whole "
+                        "set; text 20500 windows)")
+    p.add_argument("--batch-size", type=int, default=500, help="inputs per forward pass (default 500)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available")
+    p.add_argument("--workers", type=int, default=None,
+                   help="CPU threads for feature extraction and scoring (default: usable CPUs)")
     p.add_argument("--force", action="store_true", help="re-measure pairs that already have a result")
-    p.add_argument("--save-features", action="store_true", help="also save features as .npy per model and probe")
+    p.add_argument("--save-features", action="store_true",
+                   help="also save features as .npy per model and probe set (<pair>/features/)")
 
 
 # ---- analysis ---------------------------------------------------------------------------

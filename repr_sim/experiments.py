@@ -1,7 +1,8 @@
 """Experiments are TOML config files: dataset, split kind, fractions, seeds, recipe.
 
-They live in the training folders (`train_*/configs/<name>.toml`) and are found by name
-from any working directory, or given as a path. `--set key.sub=value` overrides any key;
+They live in the training folders (`train_*/configs/<name>.toml`) and, for the built-in
+demo, inside the package (`repr_sim/configs/<name>.toml`); they are found by name from any
+working directory, or given as a path. `--set key.sub=value` overrides any key;
 the value is parsed as TOML (numbers, booleans, lists), else kept as a string.
 """
 
@@ -12,7 +13,7 @@ import tomllib
 from pathlib import Path
 
 from .errors import UserError
-from .paths import repo_root, runs_root, source_root
+from .paths import PACKAGE_DIR, repo_root, runs_root, source_root
 
 KINDS = ("image", "text", "partition", "vae")
 REQUIRED = ("kind", "fracs", "seeds")
@@ -23,12 +24,18 @@ def _search_roots() -> list[Path]:
     return list(dict.fromkeys(roots))  # unique, in order
 
 
+# Configs shipped inside the package (the built-in demo's), found from an installed package too.
+PACKAGE_CONFIGS = PACKAGE_DIR / "configs"
+
+
 def config_paths() -> dict[str, Path]:
     """Every experiment config that can be found by name: name -> path."""
     found: dict[str, Path] = {}
     for root in _search_roots():
         for path in sorted(root.glob("train_*/configs/*.toml")):
             found.setdefault(path.stem, path)
+    for path in sorted(PACKAGE_CONFIGS.glob("*.toml")):
+        found.setdefault(path.stem, path)
     return found
 
 

@@ -5,6 +5,8 @@ torchvision's graph, 512-d for ResNet-18, 8*width for a narrowed one). It is cap
 the *input of the classifier* `model.fc` by a forward pre-hook during the model's own
 forward pass, so the features are by construction what the head sees: nothing here
 re-implements the network.
+
+Text: `text_features`, the GPT's mean-pooled final hidden state (repr_sim.models.gpt).
 """
 
 from __future__ import annotations
@@ -49,3 +51,11 @@ def image_features(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
     with torch.no_grad(), capture_head_input(model) as captured:
         model(images)
     return captured[0].float()
+
+
+def text_features(model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
+    """[B, n_embd] float32: a GPT's last hidden state after the final layer norm, mean-pooled
+    over the block (PROTOCOL section 3). The model's own code: repr_sim.models.gpt.text_features."""
+    from .models.gpt import text_features as gpt_text_features
+
+    return gpt_text_features(model, idx)

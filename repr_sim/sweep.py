@@ -20,7 +20,9 @@ are `#SBATCH` defaults in that script; nothing here overrides them on the comman
 so sbatch's own SBATCH_* input variables (SBATCH_PARTITION, SBATCH_ACCOUNT, SBATCH_GRES,
 SBATCH_MEM_PER_NODE, SBATCH_TIMELIMIT, ...) take effect; $SBATCH_ARGS is appended for the
 rest. Defaults: the sbatch script is `run_train.sh` in the experiment's training folder
-(the parent of its `configs/`), the log dir is `log_dir/` beside the script.
+(the parent of its `configs/`), the log dir is `log_dir/` beside the script. The jobs get
+the runs root the sweep planned against (and REPRSIM_DATA when set) as absolute paths, so
+they write where the next sweep looks for finished pairs, from wherever it was started.
 
 Local. The pending tasks run here one after another (a progress bar over tasks); a failed
 task is reported and the others still run; the exit code is 1 if any failed.
@@ -48,6 +50,7 @@ from tqdm.auto import tqdm
 
 from . import experiments, runs
 from .errors import UserError
+from .paths import data_root, runs_root
 
 LAUNCHERS = ("auto", "slurm", "local")
 SBATCH_SCRIPT = "run_train.sh"
@@ -174,6 +177,22 @@ def sbatch_command(script: Path, task_file: Path, n_tasks: int, log_dir: Path,
             str(script), str(task_file), *train_args]
 
 
+def job_environment() -> dict[str, str]:
+    """This environment, with the runs root the plan was made against and any data root
+    given, as absolute paths.
+
+    The jobs run in the sbatch script's folder, not where the sweep was started: a relative
+    REPRSIM_RUNS / REPRSIM_DATA, or no REPRSIM_RUNS outside the repository (runs/ is then
+    found from the working folder), would point them elsewhere, and the finished pairs this
+    sweep looks for would never be the ones its jobs write.
+    """
+    env = dict(os.environ)
+    env["REPRSIM_RUNS"] = str(runs_root())
+    if env.get("REPRSIM_DATA"):
+        env["REPRSIM_DATA"] = str(data_root())
+    return env
+
+
 def submit(plan: Plan, *, script: Path | None, log_dir: Path | None, sbatch_args: list[str],
            train_args: list[str]) -> str:
     """Submit one job array for the plan's pending tasks; returns sbatch's output line."""
@@ -187,7 +206,8 @@ def submit(plan: Plan, *, script: Path | None, log_dir: Path | None, sbatch_args
     cmd = sbatch_command(script, task_file, len(plan.pending), log_dir, sbatch_args, train_args)
     print(f"tasks: {task_file}\nlogs: {log_dir / 'slurm_out'}", flush=True)
     # Submitted from the script's folder: the job's SLURM_SUBMIT_DIR, where it finds the project.
-    result = subprocess.run(cmd, cwd=script.parent, capture_output=True, text=True)
+    result = subprocess.run(cmd, cwd=script.parent, env=job_environment(), capture_output=True,
+                            text=True)
     if result.returncode != 0:
         detail = (result.stderr or result.stdout).strip().splitlines()
         raise UserError(f"sbatch failed for {plan.name} (exit {result.returncode}): "

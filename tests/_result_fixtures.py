@@ -1,19 +1,22 @@
 """Result CSVs for the analysis, plot, summary and notebook tests.
 
-The study's published files live beside the project (`../shared/reference/plotting_results/`);
-tests copy them into a temporary folder and never write next to the originals. Where they
-are absent (a user's clone), the tests that need them are skipped with that reason.
+The study's published files live beside the project (`../shared/reference/plotting_results/`,
+or wherever REPRSIM_REFERENCE_RESULTS points); tests copy them into a temporary folder and
+never write next to the originals. Where they are absent (a user's clone), the tests that
+need them are skipped with that reason.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-REFERENCE = REPO.parent / "shared" / "reference" / "plotting_results"
+REFERENCE = Path(os.environ.get("REPRSIM_REFERENCE_RESULTS")
+                 or REPO.parent / "shared" / "reference" / "plotting_results")
 METRICS8 = ("cycle_knn", "mutual_knn", "lcs_knn", "cka", "unbiased_cka", "cknna", "svcca",
             "edit_distance_knn")
 

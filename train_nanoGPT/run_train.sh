@@ -10,8 +10,9 @@
 #       -m repr_sim train EXPERIMENT --seed S --frac F [options]
 # so a multi-GPU allocation trains each model with DDP (the split depends on the seed
 # only). GPUs are counted from SLURM_GPUS_ON_NODE, else CUDA_VISIBLE_DEVICES, else
-# nvidia-smi; NPROC=N overrides. Resources are the defaults below; change them the SLURM
-# way (SBATCH_GRES=gpu:4, SBATCH_PARTITION, SBATCH_TIMELIMIT, ...) or with SBATCH_ARGS.
+# (outside a SLURM job only) nvidia-smi; NPROC=N overrides. Resources are the defaults
+# below; change them the SLURM way (SBATCH_GRES=gpu:4, SBATCH_PARTITION, SBATCH_TIMELIMIT,
+# ...) or with SBATCH_ARGS.
 #SBATCH --job-name=reprsim_nanogpt
 #SBATCH --gres=gpu:1
 #SBATCH --cpus-per-task=8
@@ -52,6 +53,10 @@ count_gpus() {
         echo "$SLURM_GPUS_ON_NODE"
     elif [ -n "${CUDA_VISIBLE_DEVICES:-}" ]; then
         awk -F, '{print NF}' <<<"$CUDA_VISIBLE_DEVICES"
+    elif [ -n "${SLURM_JOB_ID:-}" ]; then
+        # A job given no GPU (SLURM sets the two above when it gives some): nvidia-smi
+        # would list the node's GPUs, which belong to other jobs.
+        echo 0
     elif command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
         nvidia-smi -L | grep -c '^GPU'
     else

@@ -256,3 +256,53 @@ register(DatasetEntry(
     raw_format="patches of scikit-learn's bundled sample images",
     reader=_sample_patches, splits=("test",), write_splits=("test",),
 ))
+
+
+# ---- the label-partition data (repr_sim.data.partition) ----------------------------------
+def _colorshapedigit(root: Path, split: str, size: int):
+    from . import partition
+
+    return partition.read_split(root, split, size)
+
+
+def _generated_probe(kind: str) -> Reader:
+    def reader(root: Path, split: str, size: int):
+        from . import partition
+
+        return partition.probe_images(kind, size)
+
+    return reader
+
+
+def _partition_required(split: str) -> list[str]:
+    from . import partition
+
+    return partition.required(split)
+
+
+def _partition_classes(root: Path) -> list[str]:
+    from . import shapes
+
+    return shapes.label_names("all")  # <shape>_<digit>_<color>, in label order
+
+
+register(DatasetEntry(
+    name="colorshapedigit", num_classes=800, resolution=28,
+    raw_format="ColorShapeDigit800k image folders (published, or the built-in generator's)",
+    reader=_colorshapedigit, required=_partition_required, class_reader=_partition_classes,
+    raw_hint=("unpack the published folders to ColorShapeDigit800k/partition3/{train,val}/, "
+              "or run `python train_task_only/prepare_data.py --generate`"),
+))
+
+register(DatasetEntry(
+    name="digit_only", num_classes=10, resolution=28,
+    raw_format="generated (repr_sim.data.shapes.digit_only: a digit, no shape)",
+    reader=_generated_probe("digit_only"), classes=DIGITS, splits=("test",),
+    write_splits=("test",),
+))
+
+register(DatasetEntry(
+    name="shape_only", num_classes=8, resolution=28,
+    raw_format="generated (repr_sim.data.shapes.shape_only: a shape, no digit)",
+    reader=_generated_probe("shape_only"), splits=("test",), write_splits=("test",),
+))

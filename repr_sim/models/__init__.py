@@ -5,6 +5,8 @@ Image architectures (repr_sim.models.resnet): "resnet18_cifar" (32x32 inputs) an
 Their penultimate features are the input of `model.fc` (see repr_sim.features).
 Text: "gpt" (repr_sim.models.gpt; `num_classes` is the vocabulary size, the other
 keywords are GPTConfig fields).
+VAE: "vae" (repr_sim.models.vae; no classifier, `num_classes` is unused; keywords
+latent_dim and channels).
 
 Builders are imported on first use, so a text process never pays for torchvision.
 """
@@ -20,6 +22,7 @@ ARCHS: dict[str, str] = {
     "resnet18_cifar": "resnet:resnet18_cifar",
     "resnet18": "resnet:resnet18",
     "gpt": "gpt:build_for_registry",
+    "vae": "vae:build_for_registry",
 }
 IMAGE_ARCHS = ("resnet18_cifar", "resnet18")
 

@@ -18,7 +18,8 @@ import importlib
 from .. import experiments, runs
 from ..errors import UserError
 
-TRAINERS = {"image": "repr_sim.train.image", "text": "repr_sim.train.text"}
+TRAINERS = {"image": "repr_sim.train.image", "text": "repr_sim.train.text",
+            "partition": "repr_sim.train.partition", "vae": "repr_sim.train.vae"}
 # Every per-kind option of `reprsim train` (argparse dest names, see cli.add_train).
 OPTIONS = ("epochs", "iters", "batch_size", "block_size", "eval_iters", "lr", "workers")
 

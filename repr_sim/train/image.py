@@ -99,6 +99,10 @@ def check_config(cfg: dict) -> None:
     workers = cfg.get("loader", {}).get("workers")
     if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
         raise UserError(f"{where}: loader.workers must be a positive integer, got {workers!r}")
+    backend = cfg.get("loader", {}).get("backend", "ffcv")
+    if backend not in LOADER_BACKENDS:
+        raise UserError(f"{where}: loader.backend must be one of {', '.join(LOADER_BACKENDS)}, "
+                        f"got {backend!r}")
     from ..data import betons
 
     try:  # the loader's own parser, so a bad table fails before anything is written
@@ -187,19 +191,53 @@ def model_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
 
 
-def make_loaders(cfg: dict, data: ModelData, *, device: str, seed: int):
-    """(train loader, test loader) of one model, from repr_sim.data.betons.make_loader."""
+# [loader] backend: "ffcv" (the study's FFCV loaders, betons.make_loader) or "memory" (the
+# beton decoded once per process into arrays, betons.ArrayLoader: no FFCV pipeline to
+# compile per model, which dominates for the small built-in data of the demo and tests).
+LOADER_BACKENDS = ("ffcv", "memory")
+_MEMORY_ARRAYS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def memory_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """A beton's (images, labels), decoded once per process and shared by every model.
+
+    Keyed by the file's path, size and modification time, so a rewritten beton is read
+    again. Loaders index the arrays (a copy per batch) and never write into them.
+    """
     from ..data import betons
 
+    path = Path(path).resolve()
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _MEMORY_ARRAYS:
+        for old in [k for k in _MEMORY_ARRAYS if k[0] == key[0]]:
+            del _MEMORY_ARRAYS[old]
+        _MEMORY_ARRAYS[key] = betons.load_arrays(path)
+    return _MEMORY_ARRAYS[key]
+
+
+def _open_loader(cfg: dict, path: Path, **kwargs):
+    """One loader over a beton, by the config's loader backend."""
+    from ..data import betons, registry
+
+    if cfg.get("loader", {}).get("backend", "ffcv") == "memory":
+        entry = registry.get(cfg["dataset"])
+        images, labels = memory_arrays(path)
+        return betons.ArrayLoader(images, labels, mean=entry.mean, std=entry.std, **kwargs)
+    return betons.make_loader(path, **kwargs)
+
+
+def make_loaders(cfg: dict, data: ModelData, *, device: str, seed: int):
+    """(train loader, test loader) of one model, by the config's [loader] backend."""
     recipe = cfg["recipe"]
     workers = cfg.get("loader", {}).get("workers")
     common = dict(batch_size=recipe["batch_size"], label_map=data.label_map, device=device,
                   workers=workers)
-    train = betons.make_loader(beton(cfg, "train"), indices=data.train_indices, train=True,
-                               augment=cfg.get("augment"), drop_last=recipe.get("drop_last", True),
-                               seed=seed, **common)
-    test = betons.make_loader(beton(cfg, "test"), indices=data.test_indices, train=False,
-                              drop_last=False, seed=seed, **common)
+    train = _open_loader(cfg, beton(cfg, "train"), indices=data.train_indices, train=True,
+                         augment=cfg.get("augment"), drop_last=recipe.get("drop_last", True),
+                         seed=seed, **common)
+    test = _open_loader(cfg, beton(cfg, "test"), indices=data.test_indices, train=False,
+                        drop_last=False, seed=seed, **common)
     return train, test
 
 

@@ -1,0 +1,169 @@
+"""Measurement of one VAE pair (PROTOCOL sections 2-3), for repr_sim.measure (kind "vae").
+
+Models: `split_<i>/checkpoint.pth` (a state_dict, `torch.load(weights_only=True)`) into the
+VAE the trainer built (repr_sim.models.vae, the config's latent_dim), eval mode.
+
+Features: the 20-d latent mean (`ConvVAE.features`), the representation the encoder gives
+an input (the study took the best over {mean, log-variance, both}; PROTOCOL section 2).
+
+Probe sets and the similarity file: exactly those of the ResNet CIFAR-10 experiments
+(repr_sim.measure_image: `metric_overlap` = the whole test set, or the shared classes' test
+images for a task split, `metric_ood_one` = the classes of one model only, then
+`metric_ood_all_<dataset>` per beton of `[probes] ood`), every image turned grey in [0, 1]
+as in training (repr_sim.train.vae.grey), both models fed the same batches in the same
+order, `--probe-size` a seeded subset (default: whole sets).
+
+A VAE has no classifier, so there is no accuracy file (the study published none for its
+VAEs). In its place `platonic_loss_ffcv.csv`, `seed,frac_overlap,model_idx,val_loss`: each
+model's test loss per image (summed BCE + beta * KL, the negative ELBO in nats, one
+posterior sample from a fixed seed) on the set a ResNet's accuracy uses: the whole test set
+for a dataset split, the shared classes' test images for a task split, -1 when no class is
+shared. repr_sim.summary lists it in the accuracy table as a validation loss.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import models, splits
+from .errors import UserError
+from .measure import (
+    EMPTY,
+    SkipPair,
+    format_float,
+    pair_label,
+    probe_subset,
+    save_features,
+    score_probe,
+    similarity_rows,
+)
+from .measure_image import (
+    checkpoint_paths,
+    in_distribution_sets,
+    is_task,
+    ood_probes,
+    probe_beton,
+    probe_columns,
+    probe_dataset,
+)
+from .models import vae as vae_model
+
+KIND = "vae"
+DEFAULT_PROBE_SIZE = None  # as the ResNet CIFAR-10 files: every input of every probe set
+SIM_CSV = "platonic_ffcv.csv"
+LOSS_CSV = "platonic_loss_ffcv.csv"
+LOSS_HEADER = ["seed", "frac_overlap", "model_idx", "val_loss"]
+LOSS_SEED = 0  # the posterior samples of the test loss
+
+
+def _cfg(args: dict) -> dict:
+    return args["config"]
+
+
+def csv_files(args: dict) -> dict[str, list[str]]:
+    return {SIM_CSV: ["seed", "metric", "frac_overlap", *probe_columns(args)],
+            LOSS_CSV: LOSS_HEADER}
+
+
+def sidecar(args: dict) -> dict:
+    return {"arch": "vae", "model": "vae", "dataset": _cfg(args)["dataset"],
+            "kind": "task" if is_task(args) else "ds"}
+
+
+def inputs(pair_dir: Path, args: dict) -> list[Path]:
+    return checkpoint_paths(pair_dir)
+
+
+def cached_grey(cache: dict, path: Path) -> tuple[torch.Tensor, np.ndarray]:
+    """(grey images [N, 1, H, W] in [0, 1], labels) of a beton, decoded once per process."""
+    from .train.vae import load_grey
+
+    key = ("vae_grey", str(Path(path).resolve()))
+    if key not in cache:
+        cache[key] = load_grey(path)
+    return cache[key]
+
+
+def load_vae(path: Path, cfg: dict, device: str) -> torch.nn.Module:
+    if not path.is_file():
+        raise SkipPair(f"missing checkpoint {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, not a torch file, or objects we refuse to unpickle
+        raise UserError(f"corrupt checkpoint {path} ({' '.join(str(e).split()[:20])})") from None
+    latent = int(cfg.get("latent_dim", vae_model.LATENT))
+    model = models.build("vae", 1, latent_dim=latent)
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"checkpoint {path} is not a state_dict of tensors")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise UserError(f"checkpoint {path} does not match the VAE (latent_dim {latent}): "
+                        f"{str(e).strip().splitlines()[0]}") from None
+    return model.to(device).eval()
+
+
+def extract(pair, x: torch.Tensor, indices: np.ndarray, *, batch_size: int, device: str):
+    """Latent means [len(indices), latent_dim] of each model on x[indices], same batches."""
+    if len(indices) == 0:
+        return [None for _ in pair]
+    idx = torch.as_tensor(indices, dtype=torch.int64)
+    out = [[] for _ in pair]
+    for start in range(0, len(idx), batch_size):
+        batch = x[idx[start:start + batch_size]].to(device)
+        for model, acc in zip(pair, out, strict=True):
+            acc.append(model.features(batch))
+    return [torch.cat(parts) for parts in out]
+
+
+def test_loss(model, x: torch.Tensor, indices: np.ndarray, cfg: dict, *, batch_size: int,
+              device: str) -> float:
+    """Loss per image on x[indices]; -1 for no images."""
+    from .train.vae import mean_loss
+
+    if len(indices) == 0:
+        return EMPTY
+    chosen = x[torch.as_tensor(indices, dtype=torch.int64)].to(device)
+    return mean_loss(model, chosen, batch_size, float(cfg["recipe"]["beta"]), seed=LOSS_SEED)
+
+
+def measure_pair(pair_dir: Path, args: dict, opts, cache: dict) -> dict[str, list[list[str]]]:
+    from .train.vae import beton_path
+
+    pair_dir = Path(pair_dir)
+    where = pair_label(pair_dir)
+    cfg = _cfg(args)
+    split = splits.load(pair_dir / "split_indices")
+    x, labels = cached_grey(cache, beton_path(cfg, cfg["dataset"], "test"))
+    paths = checkpoint_paths(pair_dir)
+    missing = [str(p) for p in paths if not p.is_file()]
+    if missing:
+        raise SkipPair(f"missing checkpoint{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+    pair = [load_vae(p, cfg, opts.device) for p in paths]
+    common = dict(batch_size=opts.batch_size, device=opts.device)
+
+    loss_idx, sets = in_distribution_sets(split, labels)
+    losses = [test_loss(m, x, loss_idx, cfg, **common) for m in pair]
+    feats = {col: extract(pair, x, idx[probe_subset(len(idx), opts.probe_size, col)], **common)
+             for col, idx in sets.items()}
+    for probe in ood_probes(cfg):
+        col = f"metric_ood_all_{probe_dataset(probe)}"
+        ood_x, _ = cached_grey(cache, probe_beton(probe))
+        feats[col] = extract(pair, ood_x, probe_subset(len(ood_x), opts.probe_size, col), **common)
+    scores = {}
+    for col, (fa, fb) in feats.items():
+        scores[col] = score_probe(fa, fb, name=col, where=where, topk=opts.topk)
+        if opts.save_features:
+            save_features(pair_dir, col, [fa, fb])
+    header = probe_columns(args)
+    if list(scores) != header:
+        raise ValueError(f"{where}: probe sets {list(scores)} do not match the columns {header}")
+    seed, overlap = int(args["seed"]), float(split.overlap)
+    return {
+        SIM_CSV: similarity_rows(seed, overlap, scores),
+        LOSS_CSV: [[str(seed), format_float(overlap), str(i), format_float(v)]
+                   for i, v in enumerate(losses, start=1)],
+    }
