@@ -229,6 +229,26 @@ def save_features(pair_dir: Path, column: str, feats: list) -> None:
                 np.save(fh, array, allow_pickle=False)
 
 
+def score_probes(feats: dict[str, list], columns: list[str], *, pair_dir: Path, where: str,
+                 opts) -> dict[str, dict[str, float]]:
+    """score_probe of every probe column's [features of model 1, of model 2], in the CSV's
+    column order (`columns`, checked); the features saved too with --save-features."""
+    if list(feats) != list(columns):
+        raise ValueError(f"{where}: probe sets {list(feats)} do not match the columns {list(columns)}")
+    scores = {}
+    for column, pair in feats.items():
+        scores[column] = score_probe(*pair, name=column, where=where, topk=opts.topk)
+        if opts.save_features:
+            save_features(pair_dir, column, pair)
+    return scores
+
+
+def per_model_rows(seed: int, frac_overlap: float, values) -> list[list[str]]:
+    """seed,frac_overlap,model_idx,<value>: one row per model, model_idx from 1."""
+    return [[str(int(seed)), format_float(frac_overlap), str(i), format_float(v)]
+            for i, v in enumerate(values, start=1)]
+
+
 def pair_label(folder: Path) -> str:
     folder = Path(folder)
     return f"{folder.parent.parent.name}/{folder.parent.name}/{folder.name}"

@@ -39,11 +39,10 @@ from .errors import UserError
 from .measure import (
     EMPTY,
     SkipPair,
-    format_float,
     pair_label,
+    per_model_rows,
     probe_subset,
-    save_features,
-    score_probe,
+    score_probes,
     similarity_rows,
 )
 
@@ -259,27 +258,14 @@ def measure_pair(pair_dir: Path, args: dict, opts, cache: dict) -> dict[str, lis
         target = labels[acc_idx] if d.label_map is None else splits.relabel(labels[acc_idx], d.label_map)
         accs.append(accuracy(model, f, target))
 
-    scores: dict[str, dict[str, float]] = {}
-    probe_feats: dict[str, list] = {}
-    for col, idx in chosen.items():
-        probe_feats[col] = rows_of(idx)
+    probe_feats: dict[str, list] = {col: rows_of(idx) for col, idx in chosen.items()}
     for probe in ood_probes(cfg):
         col = f"metric_ood_all_{probe_dataset(probe)}"
         ood_images, _ = cached_arrays(cache, probe_beton(probe))
         pos = probe_subset(len(ood_images), opts.probe_size, col)
         ood_mean, ood_std = mean_std(probe_dataset(probe))
         probe_feats[col] = extract(pair, ood_images, pos, mean=ood_mean, std=ood_std, **common)
-    for col, (fa, fb) in probe_feats.items():
-        scores[col] = score_probe(fa, fb, name=col, where=where, topk=opts.topk)
-        if opts.save_features:
-            save_features(pair_dir, col, [fa, fb])
-
-    header = probe_columns(args)
-    if list(scores) != header:
-        raise ValueError(f"{where}: probe sets {list(scores)} do not match the columns {header}")
+    scores = score_probes(probe_feats, probe_columns(args), pair_dir=pair_dir, where=where, opts=opts)
     seed, overlap = int(args["seed"]), float(split.overlap)
-    return {
-        SIM_CSV: similarity_rows(seed, overlap, scores),
-        ACC_CSV: [[str(seed), format_float(overlap), str(i), format_float(a)]
-                  for i, a in enumerate(accs, start=1)],
-    }
+    return {SIM_CSV: similarity_rows(seed, overlap, scores),
+            ACC_CSV: per_model_rows(seed, overlap, accs)}

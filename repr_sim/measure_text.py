@@ -36,11 +36,9 @@ from .errors import UserError
 from .measure import (
     PROBE_SEED,
     SkipPair,
-    empty_scores,
-    format_float,
     pair_label,
-    save_features,
-    score_probe,
+    per_model_rows,
+    score_probes,
     similarity_rows,
     warn,
 )
@@ -185,19 +183,12 @@ def measure_pair(pair_dir: Path, args: dict, opts, cache: dict) -> dict[str, lis
     split = splits.load(pair_dir / "split_indices")
     loaded = load_pair(pair_dir, opts.device, block)
     pair = [model for model, _ in loaded]
-    scores = {}
+    feats = {}
     for column, corpora in probe_groups(args, split).items():
         windows = probe_windows(cache, corpora, block, opts.probe_size, where, column) if corpora else None
-        if windows is None:
-            scores[column] = empty_scores()
-            continue
-        feats = extract(pair, windows, batch_size=opts.batch_size, device=opts.device, cfg=cfg)
-        scores[column] = score_probe(*feats, name=column, where=where, topk=opts.topk)
-        if opts.save_features:
-            save_features(pair_dir, column, feats)
+        feats[column] = ([None, None] if windows is None else  # an empty set: -1 everywhere
+                         extract(pair, windows, batch_size=opts.batch_size, device=opts.device, cfg=cfg))
+    scores = score_probes(feats, probe_columns(args), pair_dir=pair_dir, where=where, opts=opts)
     seed, overlap = int(args["seed"]), float(split.overlap)
-    return {
-        SIM_CSV: similarity_rows(seed, overlap, scores),
-        LOSS_CSV: [[str(seed), format_float(overlap), str(i), format_float(ckpt["best_val_loss"])]
-                   for i, (_, ckpt) in enumerate(loaded, start=1)],
-    }
+    return {SIM_CSV: similarity_rows(seed, overlap, scores),
+            LOSS_CSV: per_model_rows(seed, overlap, [ckpt["best_val_loss"] for _, ckpt in loaded])}

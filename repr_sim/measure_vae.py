@@ -33,11 +33,10 @@ from .errors import UserError
 from .measure import (
     EMPTY,
     SkipPair,
-    format_float,
     pair_label,
+    per_model_rows,
     probe_subset,
-    save_features,
-    score_probe,
+    score_probes,
     similarity_rows,
 )
 from .measure_image import (
@@ -153,17 +152,7 @@ def measure_pair(pair_dir: Path, args: dict, opts, cache: dict) -> dict[str, lis
         col = f"metric_ood_all_{probe_dataset(probe)}"
         ood_x, _ = cached_grey(cache, probe_beton(probe))
         feats[col] = extract(pair, ood_x, probe_subset(len(ood_x), opts.probe_size, col), **common)
-    scores = {}
-    for col, (fa, fb) in feats.items():
-        scores[col] = score_probe(fa, fb, name=col, where=where, topk=opts.topk)
-        if opts.save_features:
-            save_features(pair_dir, col, [fa, fb])
-    header = probe_columns(args)
-    if list(scores) != header:
-        raise ValueError(f"{where}: probe sets {list(scores)} do not match the columns {header}")
+    scores = score_probes(feats, probe_columns(args), pair_dir=pair_dir, where=where, opts=opts)
     seed, overlap = int(args["seed"]), float(split.overlap)
-    return {
-        SIM_CSV: similarity_rows(seed, overlap, scores),
-        LOSS_CSV: [[str(seed), format_float(overlap), str(i), format_float(v)]
-                   for i, v in enumerate(losses, start=1)],
-    }
+    return {SIM_CSV: similarity_rows(seed, overlap, scores),
+            LOSS_CSV: per_model_rows(seed, overlap, losses)}

@@ -33,14 +33,16 @@ such a fixture is active, REPRSIM_DATA / REPRSIM_RUNS / REPRSIM_VERIFY point at 
 
 from __future__ import annotations
 
-import contextlib
-import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from repr_sim import cli
+from repr_sim.paths import environ
 
 SIDE = 8  # the CIFAR ResNet runs on any side >= 8
 TRAIN_PER_CLASS, TEST_PER_CLASS, OOD_N = 8, 6, 30
@@ -58,20 +60,24 @@ TEXT_TASK_PAIRS = ((0, 0.0), (0, 2 / 3), (0, 1.0))
 TEXT_DS, TEXT_TASK = "text_ds_tiny", "text_task_tiny"
 
 
-@contextlib.contextmanager
-def roots(data: Path, runs: Path) -> Iterator[None]:
+def roots(data: Path, runs: Path):
     """REPRSIM_DATA / REPRSIM_RUNS set (checksums off) for the block, then restored."""
-    keys = ("REPRSIM_DATA", "REPRSIM_RUNS", "REPRSIM_VERIFY")
-    old = {k: os.environ.get(k) for k in keys}
-    os.environ.update(REPRSIM_DATA=str(data), REPRSIM_RUNS=str(runs), REPRSIM_VERIFY="0")
+    return environ({"REPRSIM_DATA": str(data), "REPRSIM_RUNS": str(runs), "REPRSIM_VERIFY": "0"})
+
+
+def run_measure(run: list[str], *argv) -> int:
+    """`reprsim measure` with the options `run`, then `argv` (the caller's options win)."""
+    threads = torch.get_num_threads()  # reprsim measure sets its own (--workers)
     try:
-        yield
+        return cli.main(["measure", *run, *map(str, argv)])
     finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        torch.set_num_threads(threads)
+
+
+def csv_rows(path: Path) -> tuple[str, list[list[str]]]:
+    """(header line, the other lines split on commas)."""
+    lines = path.read_text().splitlines()
+    return lines[0], [line.split(",") for line in lines[1:]]
 
 
 def balanced(n_per_class: int, seed: int, classes: int = 10, side: int = SIDE):
@@ -96,7 +102,6 @@ def write_image_data(data: Path) -> None:
 
 
 def train(experiment: str, seed: int, frac: float, extra: list[str]) -> None:
-    from repr_sim import cli
 
     code = cli.main(["train", experiment, "--seed", str(seed), "--frac", repr(float(frac)), *extra])
     assert code == 0, f"training {experiment} seed {seed} frac {frac} failed"

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from repr_sim import analysis, cli, demo, runs, summary
+from repr_sim import analysis, cli, demo, paths, runs, summary
 from repr_sim.metrics import METRICS
 
 IMAGE_OOD = ["metric_ood_all_sklearn_digits", "metric_ood_all_sample_patches"]
@@ -64,7 +64,7 @@ class Run:
         self.second = self.snapshot() if self.code2 == 0 else {}
 
     def demo(self) -> tuple[int, str, str]:
-        with demo.environment(self.env):
+        with paths.environ(self.env):
             return run_cli(self.argv)
 
     def snapshot(self) -> dict[str, tuple[int, int]]:

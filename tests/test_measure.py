@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import _run_fixtures as fixtures
 import numpy as np
 import pytest
 import torch
@@ -27,12 +28,13 @@ from _run_fixtures import (
     WIDTH,
     clone_pair,
     copy_experiment,
+    csv_rows,
     provide_image_runs,
     self_pair,
 )
 from conftest import requires_cuda
 
-from repr_sim import analysis, cli, features, measure, models, runs, splits
+from repr_sim import analysis, features, measure, models, runs, splits
 from repr_sim.data import betons, registry
 from repr_sim.metrics import METRICS
 
@@ -49,16 +51,7 @@ SELF_SEED = 7
 
 
 def run_measure(*argv) -> int:
-    threads = torch.get_num_threads()  # reprsim measure sets its own (--workers)
-    try:
-        return cli.main(["measure", *RUN, *map(str, argv)])  # the caller's options win
-    finally:
-        torch.set_num_threads(threads)
-
-
-def csv_rows(path: Path) -> tuple[str, list[list[str]]]:
-    lines = path.read_text().splitlines()
-    return lines[0], [line.split(",") for line in lines[1:]]
+    return fixtures.run_measure(RUN, *argv)
 
 
 def stamp(path: Path) -> tuple[bytes, int]:

@@ -14,12 +14,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import _run_fixtures as fixtures
 import numpy as np
 import pytest
 import torch
-from _run_fixtures import clone_pair, copy_experiment, provide_text_runs, self_pair
+from _run_fixtures import clone_pair, copy_experiment, csv_rows, provide_text_runs, self_pair
 
-from repr_sim import analysis, cli, measure_text, runs, splits
+from repr_sim import analysis, measure_text, runs, splits
 from repr_sim.data import text as textdata
 from repr_sim.metrics import METRICS
 
@@ -51,16 +52,7 @@ def measured(text_runs, tmp_path_factory):
 
 
 def run_measure(*argv) -> int:
-    threads = torch.get_num_threads()  # reprsim measure sets its own (--workers)
-    try:
-        return cli.main(["measure", *RUN, *map(str, argv)])  # the caller's options win
-    finally:
-        torch.set_num_threads(threads)
-
-
-def csv_rows(path: Path) -> tuple[str, list[list[str]]]:
-    lines = path.read_text().splitlines()
-    return lines[0], [line.split(",") for line in lines[1:]]
+    return fixtures.run_measure(RUN, *argv)
 
 
 def pairs_of(exp: Path) -> list[Path]:

@@ -16,35 +16,12 @@
 #SBATCH --mem=26G
 #SBATCH --time=16:00:00
 set -euo pipefail
-case "${1:-}" in -h | --help) sed -n '2,/^set -e/{/^#SBATCH/d;s/^# \{0,1\}//p}' "$0"; exit 0 ;; esac
-
-task_file=${1:?usage: run_train.sh TASKFILE [reprsim train options...]}
-shift
-
-# The folder holding pyproject.toml, upward from $1.
-find_root() {
-    local dir
-    dir=$(cd "$1" 2>/dev/null && pwd) || return 1
-    while [ "$dir" != / ]; do
-        [ -f "$dir/pyproject.toml" ] && { echo "$dir"; return 0; }
-        dir=$(dirname "$dir")
-    done
-    return 1
-}
-# Under sbatch this file runs from a spooled copy: the project is found from the
-# submission folder; run by hand, from this file's own folder.
-root=$(find_root "$(dirname "${BASH_SOURCE[0]}")" || find_root "${SLURM_SUBMIT_DIR:-.}") || {
-    echo "run_train.sh: cannot find the project (no pyproject.toml above this script or the submit folder)" >&2
+# The body is repr_sim/sh/train_task.sh, found upward from this file or, under sbatch (which
+# runs a spooled copy of this file), from the folder the job was submitted from.
+up() { local d; d=$(cd "$1" 2>/dev/null && pwd) || return 1
+       while [ ! -f "$d/repr_sim/sh/train_task.sh" ]; do [ "$d" = / ] && return 1; d=$(dirname "$d"); done; echo "$d"; }
+root=$(up "$(dirname "${BASH_SOURCE[0]}")" || up "${SLURM_SUBMIT_DIR:-.}") || {
+    echo "run_train.sh: cannot find the project (repr_sim/sh/train_task.sh above this script or the submit folder)" >&2
     exit 2
 }
-reprsim=reprsim
-[ -x "$root/.venv/bin/reprsim" ] && reprsim="$root/.venv/bin/reprsim"
-
-id=${SLURM_ARRAY_TASK_ID:-${TASK_ID:-0}}
-IFS=$'\t' read -r experiment seed frac < <(sed -n "$((id + 1))p" "$task_file") || true
-if [ -z "${frac:-}" ]; then
-    echo "run_train.sh: no task $id in $task_file" >&2
-    exit 2
-fi
-echo "task $id: $experiment seed $seed frac $frac on $(hostname)"
-exec "$reprsim" train "$experiment" --seed "$seed" --frac "$frac" "$@"
+exec bash "$root/repr_sim/sh/train_task.sh" "$0" "$@"

@@ -34,10 +34,7 @@ run therefore matches an uninterrupted one in structure and schedule, not bit fo
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import json
-import socket
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,10 +44,10 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .. import __version__, models, runs, splits
+from .. import models, runs, splits
 from ..errors import UserError
 from ..experiments import experiment_dir
-from ..paths import source_root
+from . import common
 from .schedule import Triangular
 
 # CLI option -> config key (repr_sim.train.cli_train applies them).
@@ -66,9 +63,6 @@ SPLIT_KINDS = ("dataset", "task")
 EPOCH_FILE = "epoch.pt"
 CHECKPOINT = "checkpoint.pth"
 LOG = "log.txt"
-# Top-level config tables that do not change what is trained: a pair may be resumed with
-# other values for them (e.g. more loader workers on another machine).
-RUNTIME_KEYS = ("loader", "config_path")
 
 
 # ---------------------------------------------------------------------------------------
@@ -79,26 +73,18 @@ RUNTIME_KEYS = ("loader", "config_path")
 def check_config(cfg: dict) -> None:
     """Every key the image trainer reads is present and sensible (UserError otherwise)."""
     where = cfg.get("config_path", cfg.get("name", "config"))
-    for key in ("dataset", "split", "mode", "arch", "recipe"):
-        if key not in cfg:
-            raise UserError(f"{where}: missing key '{key}'")
+    common.require_keys(cfg, ("dataset", "split", "mode", "arch", "recipe"), where)
     if cfg["split"] not in SPLIT_KINDS:
         raise UserError(f"{where}: split must be one of {', '.join(SPLIT_KINDS)}, got {cfg['split']!r}")
     if cfg["arch"] not in models.ARCHS:
         raise UserError(f"{where}: unknown arch {cfg['arch']!r} (known: {', '.join(models.names())})")
     recipe = cfg["recipe"]
-    for key in RECIPE_KEYS:
-        if key not in recipe:
-            raise UserError(f"{where}: missing key 'recipe.{key}'")
-    for key in ("epochs", "batch_size"):
-        value = recipe[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise UserError(f"{where}: recipe.{key} must be a positive integer, got {value!r}")
-    if not isinstance(recipe["lr"], int | float) or recipe["lr"] < 0:
-        raise UserError(f"{where}: recipe.lr must be a non-negative number, got {recipe['lr']!r}")
-    workers = cfg.get("loader", {}).get("workers")
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-        raise UserError(f"{where}: loader.workers must be a positive integer, got {workers!r}")
+    common.require_keys(recipe, RECIPE_KEYS, where, "recipe.")
+    common.check_positive_ints(recipe, ("epochs", "batch_size"), where, "recipe.")
+    common.check_non_negative(recipe, ("lr",), where, "recipe.")
+    loader = cfg.get("loader", {})
+    if loader.get("workers") is not None:
+        common.check_positive_ints(loader, ("workers",), where, "loader.")
     backend = cfg.get("loader", {}).get("backend", "ffcv")
     if backend not in LOADER_BACKENDS:
         raise UserError(f"{where}: loader.backend must be one of {', '.join(LOADER_BACKENDS)}, "
@@ -312,25 +298,6 @@ def evaluate(model, loader, device: str) -> float:
 # ---------------------------------------------------------------------------------------
 
 
-def _cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    # contiguous: a channels-last CUDA model saves the usual layout, loadable anywhere
-    return {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-
-
-def _rng_state() -> dict:
-    state = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["cpu"])
-    if "cuda" in state and torch.cuda.is_available():
-        with contextlib.suppress(RuntimeError, IndexError):  # fewer devices than before
-            torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def load_epoch_checkpoint(path: Path) -> dict | None:
     if not path.is_file():
         return None
@@ -342,7 +309,7 @@ def load_epoch_checkpoint(path: Path) -> dict | None:
         return None
 
 
-def _write_log(folder: Path, rows: list[dict]) -> None:
+def write_log(folder: Path, rows: list[dict]) -> None:
     runs.atomic_write_text(folder / LOG, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
 
 
@@ -390,9 +357,9 @@ class Trainer:
             optimizer.load_state_dict(saved["optimizer"])
             if scaler.is_enabled() and saved.get("scaler"):
                 scaler.load_state_dict(saved["scaler"])
-            _set_rng_state(saved["rng"])
+            common.set_rng_state(saved["rng"])
             epoch, step, elapsed, rows = saved["epoch"], saved["step"], saved["elapsed"], saved["log"]
-            _write_log(self.folder, rows)  # in case the kill came between checkpoint and log
+            write_log(self.folder, rows)  # in case the kill came between checkpoint and log
             print(f"{self.label}: resuming after epoch {epoch} of {epochs}")
             _start_epoch(train_loader, epoch)
 
@@ -430,18 +397,18 @@ class Trainer:
             bar.write(f"{self.label} epoch {epoch}/{epochs}: train acc {rows[-1]['train_acc']:.4f}, "
                       f"test acc {test_acc:.4f}, {elapsed:.1f} s")
             runs.atomic_torch_save({
-                "model": _cpu_state_dict(model),
+                "model": common.cpu_state_dict(model),
                 "optimizer": optimizer.state_dict(),
                 "scaler": scaler.state_dict() if scaler.is_enabled() else {},
-                "rng": _rng_state(),
+                "rng": common.rng_state(),
                 "epoch": epoch,
                 "step": step,
                 "elapsed": elapsed,
                 "log": rows,
             }, self.folder / EPOCH_FILE)
-            _write_log(self.folder, rows)
+            write_log(self.folder, rows)
         bar.close()
-        runs.atomic_torch_save(_cpu_state_dict(model), self.folder / CHECKPOINT)
+        runs.atomic_torch_save(common.cpu_state_dict(model), self.folder / CHECKPOINT)
         (self.folder / EPOCH_FILE).unlink(missing_ok=True)
 
 
@@ -450,89 +417,13 @@ class Trainer:
 # ---------------------------------------------------------------------------------------
 
 
-def git_commit() -> str | None:
-    root = source_root()
-    if root is None:
-        return None
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True,
-                             text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if out.returncode != 0:
-        return None
-    return out.stdout.strip() or None
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-
-
-def _training_config(cfg: dict) -> dict:
-    return {k: v for k, v in cfg.items() if k not in RUNTIME_KEYS}
-
-
-def _first_difference(old, new, prefix="") -> str:
-    if isinstance(old, dict) and isinstance(new, dict):
-        for key in sorted(set(old) | set(new)):
-            if old.get(key) != new.get(key):
-                return _first_difference(old.get(key), new.get(key), f"{prefix}{key}.")
-    return f"{prefix.rstrip('.')}: {old!r} then, {new!r} now"
-
-
-def _start_args(cfg: dict, folder: Path, seed: int, frac: float, data: list[ModelData],
+def start_args(cfg: dict, folder: Path, seed: int, frac: float, data: list[ModelData],
                 device: str) -> dict:
-    """args.json of this pair: new, or the one of an interrupted run (checked to match)."""
-    path = folder / "args.json"
-    if path.is_file():
-        old = runs.read_json(path)
-        if _training_config(old.get("config", {})) != _training_config(cfg):
-            raise UserError(
-                f"{folder} was started with another config ({_first_difference(_training_config(old.get('config', {})), _training_config(cfg))}); "
-                f"rerun with the same options or delete the folder"
-            )
-        old["config"] = cfg
-        old.setdefault("resumed", []).append(_now())
-        return old
-    return {
-        "config": cfg,
-        "experiment": cfg["name"],
-        "kind": cfg["kind"],
-        "seed": seed,
-        "frac": frac,
-        "arch": cfg["arch"],
-        "width": cfg.get("width", 64),
-        "num_classes": [d.num_classes for d in data],
-        "dataset": cfg["dataset"],
-        "split": cfg["split"],
-        "mode": cfg["mode"],
-        "device": device,
-        "version": __version__,
-        "torch_version": torch.__version__,
-        "git_commit": git_commit(),
-        "host": socket.gethostname(),
-        "start_time": _now(),
-        "end_time": None,
-    }
-
-
-def _remove_temporaries(folder: Path) -> None:
-    """Temporary files of a killed run (runs.atomic_path names them .<name>.<random>.tmp).
-
-    Only called under the pair's lock, so no live writer owns them.
-    """
-    for path in folder.rglob(".*.tmp"):
-        path.unlink(missing_ok=True)
-
-
-def _save_split(split, folder: Path) -> None:
-    """Save the split, or check that an interrupted run saved the same one."""
-    target = folder / "split_indices"
-    if (target / splits.SPLIT_FILE).is_file():
-        if splits.load(target) != split:
-            raise UserError(f"{target} holds another split than this seed/frac gives; delete {folder}")
-        return
-    splits.save(split, target)
+    """args.json of this pair (repr_sim.train.common.pair_args)."""
+    return common.pair_args(cfg, folder, seed, frac, {
+        "arch": cfg["arch"], "width": cfg.get("width", 64),
+        "num_classes": [d.num_classes for d in data], "dataset": cfg["dataset"],
+        "split": cfg["split"], "mode": cfg["mode"]}, device)
 
 
 def resolve_device(device: str | None) -> str:
@@ -572,10 +463,10 @@ def train_pair(cfg: dict, seed: int, frac: float, *, device: str | None = None) 
         if runs.is_done(folder):  # another process finished it while we waited
             print(f"{folder}: already trained, skipping")
             return folder
-        _remove_temporaries(folder)
-        args = _start_args(cfg, folder, seed, frac, data, device)
+        common.remove_temporaries(folder)
+        args = start_args(cfg, folder, seed, frac, data, device)
         runs.atomic_write_json(folder / "args.json", args)
-        _save_split(split, folder)
+        common.save_split(split, folder)
         for d in data:
             model_dir = folder / f"split_{d.index}"
             if (model_dir / CHECKPOINT).is_file():
@@ -584,7 +475,7 @@ def train_pair(cfg: dict, seed: int, frac: float, *, device: str | None = None) 
             model_dir.mkdir(exist_ok=True)
             label = f"{cfg['name']} seed {seed} frac {frac:g} model {d.index}"
             Trainer(cfg, d, model_dir, device, model_seed(seed, d.index), label).run()
-        args["end_time"] = _now()
+        args["end_time"] = common.now()
         runs.atomic_write_json(folder / "args.json", args)
         runs.mark_done(folder)
     print(f"{folder}: done")

@@ -27,7 +27,7 @@ from .. import runs
 from ..data import partition
 from ..errors import UserError
 from ..experiments import experiment_dir
-from . import image
+from . import common, image
 
 OPTION_KEYS = image.OPTION_KEYS
 
@@ -77,8 +77,8 @@ def train_pair(cfg: dict, seed: int, frac: float, *, device: str | None = None) 
         if runs.is_done(folder):  # another process finished it while we waited
             print(f"{folder}: already trained, skipping")
             return folder
-        image._remove_temporaries(folder)
-        args = image._start_args(cfg, folder, seed, frac, data, device)
+        common.remove_temporaries(folder)
+        args = image.start_args(cfg, folder, seed, frac, data, device)
         args.update(partition=part, models=list(names))
         runs.atomic_write_json(folder / "args.json", args)
         for name, d in zip(names, data, strict=True):
@@ -90,7 +90,7 @@ def train_pair(cfg: dict, seed: int, frac: float, *, device: str | None = None) 
             label = f"{cfg['name']} seed {seed} {part} {name}"
             model_seed = image.model_seed(seed, partition.model_index(name))
             image.Trainer(cfg, d, model_dir, device, model_seed, label).run()
-        args["end_time"] = image._now()
+        args["end_time"] = common.now()
         runs.atomic_write_json(folder / "args.json", args)
         runs.mark_done(folder)
     print(f"{folder}: done")

@@ -39,7 +39,6 @@ import contextlib
 import json
 import math
 import os
-import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,12 +46,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import __version__, runs, splits
+from .. import runs, splits
 from ..data import text as textdata
 from ..errors import UserError
 from ..experiments import experiment_dir
 from ..models import gpt as gptmod
-from .image import _first_difference, _now, _training_config, git_commit
+from . import common
 
 # CLI option -> config key (repr_sim.train.cli_train applies them).
 OPTION_KEYS = {
@@ -103,12 +102,9 @@ def recipe(cfg: dict) -> dict:
     if unknown:
         raise UserError(f"{where}: unknown key(s) recipe.{', recipe.'.join(unknown)}")
     r = {**RECIPE_DEFAULTS, **table}
-    for key in _POSITIVE_INTS:
-        if isinstance(r[key], bool) or not isinstance(r[key], int) or r[key] < 1:
-            raise UserError(f"{where}: recipe.{key} must be a positive integer, got {r[key]!r}")
-    for key in ("lr", "weight_decay", "grad_clip", "min_lr_ratio", "warmup_frac"):
-        if isinstance(r[key], bool) or not isinstance(r[key], int | float) or r[key] < 0:
-            raise UserError(f"{where}: recipe.{key} must be a non-negative number, got {r[key]!r}")
+    common.check_positive_ints(r, _POSITIVE_INTS, where, "recipe.")
+    common.check_non_negative(r, ("lr", "weight_decay", "grad_clip", "min_lr_ratio", "warmup_frac"),
+                              where, "recipe.")
     if r["warmup_frac"] > 1 or r["min_lr_ratio"] > 1:
         raise UserError(f"{where}: recipe.warmup_frac and recipe.min_lr_ratio must be <= 1")
     if r["dtype"] not in ("bfloat16", "float32"):
@@ -504,51 +500,18 @@ class Trainer:
 
 
 def _start_args(cfg, folder, seed, frac, split, tokenizer, vocab, device, dist) -> dict:
-    """args.json of this pair: new, or the one of an interrupted run (checked to match)."""
-    path = folder / "args.json"
-    if path.is_file():
-        old = runs.read_json(path)
-        if _training_config(old.get("config", {})) != _training_config(cfg):
-            diff = _first_difference(_training_config(old.get("config", {})), _training_config(cfg))
-            raise UserError(f"{folder} was started with another config ({diff}); rerun with the "
-                            f"same options or delete the folder")
-        old["config"] = cfg
-        old.setdefault("resumed", []).append(_now())
-        return old
-    corpora = [model_corpora(cfg, split, i) for i in (0, 1)]
-    return {
-        "config": cfg,
-        "experiment": cfg["name"],
-        "kind": cfg["kind"],
-        "seed": seed,
-        "frac": frac,
+    """args.json of this pair (repr_sim.train.common.pair_args)."""
+    return common.pair_args(cfg, folder, seed, frac, {
         "overlap": split.overlap,
         "arch": gptmod.ARCH,
         "model_args": {**cfg["model"], "vocab_size": gptmod.padded_vocab(vocab)},
         "num_classes": [vocab, vocab],  # a language model's classes: its vocabulary
         "dataset": cfg["corpus"] if cfg["split"] == "dataset" else list(cfg["corpora"]),
         "split": cfg["split"],
-        "corpora": corpora,
+        "corpora": [model_corpora(cfg, split, i) for i in (0, 1)],
         "tokenizer": tokenizer,
         "block_size": int(cfg["model"]["block_size"]),
-        "device": device,
-        "world_size": dist.world,
-        "version": __version__,
-        "torch_version": torch.__version__,
-        "git_commit": git_commit(),
-        "host": socket.gethostname(),
-        "start_time": _now(),
-        "end_time": None,
-    }
-
-
-def _save_split(split, folder: Path) -> None:
-    target = folder / "split_indices"
-    if (target / splits.SPLIT_FILE).is_file():
-        if splits.load(target) != split:
-            raise UserError(f"{target} holds another split than this seed/frac gives; delete {folder}")
-        return
-    splits.save(split, target)
+        "world_size": dist.world}, device)
 
 
 def model_finished(folder: Path) -> bool:
@@ -582,7 +545,7 @@ def train_pair(cfg: dict, seed: int, frac: float, *, device: str | None = None, 
             if dist.main and not finished:
                 info = _start_args(cfg, folder, seed, frac, split, tokenizer, vocab, device, dist)
                 runs.atomic_write_json(folder / "args.json", info)
-                _save_split(split, folder)
+                common.save_split(split, folder)
             if dist.share(finished):  # another process finished it while we waited
                 print(f"{folder}: already trained, skipping")
                 return folder
@@ -599,7 +562,7 @@ def train_pair(cfg: dict, seed: int, frac: float, *, device: str | None = None, 
                 Trainer(cfg, split, i, model_dir, device, dist, seed, tokenizer, vocab, label).run()
                 dist.barrier()
             if dist.main:
-                info["end_time"] = _now()
+                info["end_time"] = common.now()
                 runs.atomic_write_json(folder / "args.json", info)
                 runs.mark_done(folder)
         if dist.main:

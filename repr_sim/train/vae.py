@@ -46,7 +46,7 @@ from ..errors import UserError
 from ..experiments import experiment_dir
 from ..models import vae as vae_model
 from ..models.vae import vae_loss
-from . import image
+from . import common, image
 
 OPTION_KEYS = {"epochs": "recipe.epochs", "batch_size": "recipe.batch_size", "lr": "recipe.lr"}
 RECIPE_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "beta")
@@ -56,29 +56,18 @@ LUMA = (0.299, 0.587, 0.114)  # ITU-R 601-2, as PIL's and torchvision's Grayscal
 # ---- config and data ------------------------------------------------------------------------
 def check_config(cfg: dict) -> None:
     where = cfg.get("config_path", cfg.get("name", "config"))
-    for key in ("dataset", "resolution", "split", "mode", "arch", "recipe"):
-        if key not in cfg:
-            raise UserError(f"{where}: missing key '{key}'")
+    common.require_keys(cfg, ("dataset", "resolution", "split", "mode", "arch", "recipe"), where)
     if cfg["arch"] != "vae":
         raise UserError(f"{where}: a vae experiment has arch = \"vae\", got {cfg['arch']!r}")
     if cfg["split"] not in image.SPLIT_KINDS:
         raise UserError(f"{where}: split must be one of {', '.join(image.SPLIT_KINDS)}, "
                         f"got {cfg['split']!r}")
     recipe = cfg["recipe"]
-    for key in RECIPE_KEYS:
-        if key not in recipe:
-            raise UserError(f"{where}: missing key 'recipe.{key}'")
-    for key in ("epochs", "batch_size"):
-        value = recipe[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise UserError(f"{where}: recipe.{key} must be a positive integer, got {value!r}")
-    for key in ("lr", "weight_decay", "beta"):
-        value = recipe[key]
-        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-            raise UserError(f"{where}: recipe.{key} must be a non-negative number, got {value!r}")
-    latent = cfg.get("latent_dim", vae_model.LATENT)
-    if isinstance(latent, bool) or not isinstance(latent, int) or latent < 1:
-        raise UserError(f"{where}: latent_dim must be a positive integer, got {latent!r}")
+    common.require_keys(recipe, RECIPE_KEYS, where, "recipe.")
+    common.check_positive_ints(recipe, ("epochs", "batch_size"), where, "recipe.")
+    common.check_non_negative(recipe, ("lr", "weight_decay", "beta"), where, "recipe.")
+    common.check_positive_ints({"latent_dim": cfg.get("latent_dim", vae_model.LATENT)},
+                               ("latent_dim",), where)
     if cfg["resolution"] != vae_model.SIDE:
         raise UserError(f"{where}: the VAE takes {vae_model.SIDE}x{vae_model.SIDE} inputs, "
                         f"resolution is {cfg['resolution']!r}")
@@ -168,9 +157,9 @@ class VAETrainer:
         if saved is not None:
             model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])
-            image._set_rng_state(saved["rng"])
+            common.set_rng_state(saved["rng"])
             epoch, elapsed, rows = saved["epoch"], saved["elapsed"], saved["log"]
-            image._write_log(self.folder, rows)
+            image.write_log(self.folder, rows)
             print(f"{self.label}: resuming after epoch {epoch} of {epochs}")
 
         n = len(self.train_x)
@@ -201,12 +190,12 @@ class VAETrainer:
                       f"{rows[-1]['train_loss']:.2f}, test loss {test_loss:.2f} per image, "
                       f"{elapsed:.1f} s")
             runs.atomic_torch_save({
-                "model": image._cpu_state_dict(model), "optimizer": optimizer.state_dict(),
-                "rng": image._rng_state(), "epoch": epoch, "elapsed": elapsed, "log": rows,
+                "model": common.cpu_state_dict(model), "optimizer": optimizer.state_dict(),
+                "rng": common.rng_state(), "epoch": epoch, "elapsed": elapsed, "log": rows,
             }, self.folder / image.EPOCH_FILE)
-            image._write_log(self.folder, rows)
+            image.write_log(self.folder, rows)
         bar.close()
-        runs.atomic_torch_save(image._cpu_state_dict(model), self.folder / image.CHECKPOINT)
+        runs.atomic_torch_save(common.cpu_state_dict(model), self.folder / image.CHECKPOINT)
         (self.folder / image.EPOCH_FILE).unlink(missing_ok=True)
 
 
@@ -240,13 +229,13 @@ def train_pair(cfg: dict, seed: int, frac: float, *, device: str | None = None) 
         if runs.is_done(folder):
             print(f"{folder}: already trained, skipping")
             return folder
-        image._remove_temporaries(folder)
-        args = image._start_args(cfg, folder, seed, frac, data, device)
+        common.remove_temporaries(folder)
+        args = image.start_args(cfg, folder, seed, frac, data, device)
         args.pop("width", None)  # a ResNet setting
         args.update(resolution=cfg["resolution"],
                     latent_dim=int(cfg.get("latent_dim", vae_model.LATENT)))
         runs.atomic_write_json(folder / "args.json", args)
-        image._save_split(split, folder)
+        common.save_split(split, folder)
         todo = {d.index for d in data
                 if not (folder / f"split_{d.index}" / image.CHECKPOINT).is_file()}
         if todo:  # decoded once for both models
@@ -261,7 +250,7 @@ def train_pair(cfg: dict, seed: int, frac: float, *, device: str | None = None) 
             VAETrainer(cfg, d, model_dir, device, image.model_seed(seed, d.index), label,
                        _select(train_x, d.train_indices, device),
                        _select(test_x, d.test_indices, device)).run()
-        args["end_time"] = image._now()
+        args["end_time"] = common.now()
         runs.atomic_write_json(folder / "args.json", args)
         runs.mark_done(folder)
     print(f"{folder}: done")

@@ -1,0 +1,70 @@
+#!/bin/bash
+# The body of every training folder's run_train.sh (the task of a sweep's SLURM job array),
+# kept once here; run_train.sh finds this file and runs it with its own path first:
+#
+#   train_task.sh [--torchrun] SCRIPT TASKFILE [reprsim train options...]
+#
+# SCRIPT is the calling run_train.sh (its header comments are its --help). The task is line
+# SLURM_ARRAY_TASK_ID (0-based; TASK_ID when run by hand) of TASKFILE,
+# "experiment<TAB>seed<TAB>frac"; it runs `reprsim train EXPERIMENT --seed S --frac F`
+# with the options after TASKFILE, or with --torchrun
+#   torchrun --standalone --nproc_per_node=<GPUs of the allocation, 1 if none> \
+#       -m repr_sim train EXPERIMENT --seed S --frac F [options]
+# GPUs are counted from SLURM_GPUS_ON_NODE, else CUDA_VISIBLE_DEVICES, else (outside a
+# SLURM job only) nvidia-smi; NPROC=N overrides.
+set -euo pipefail
+launch=reprsim
+[ "${1:-}" = --torchrun ] && { launch=torchrun; shift; }
+script=${1:?usage: train_task.sh [--torchrun] SCRIPT TASKFILE [options...]}
+shift
+name=$(basename "$script")
+case "${1:-}" in -h | --help) sed -n '2,/^set -e/{/^#SBATCH/d;/^set -e/d;s/^# \{0,1\}//p}' "$script"; exit 0 ;; esac
+task_file=${1:?usage: $name TASKFILE [reprsim train options...]}
+shift
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)  # this file is <root>/repr_sim/sh/
+venv="$root/.venv/bin"
+
+count_gpus() {
+    if [ -n "${SLURM_GPUS_ON_NODE:-}" ]; then
+        echo "$SLURM_GPUS_ON_NODE"
+    elif [ -n "${CUDA_VISIBLE_DEVICES:-}" ]; then
+        awk -F, '{print NF}' <<<"$CUDA_VISIBLE_DEVICES"
+    elif [ -n "${SLURM_JOB_ID:-}" ]; then
+        # A job given no GPU (SLURM sets the two above when it gives some): nvidia-smi
+        # would list the node's GPUs, which belong to other jobs.
+        echo 0
+    elif command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+        nvidia-smi -L | grep -c '^GPU'
+    else
+        echo 0
+    fi
+}
+
+id=${SLURM_ARRAY_TASK_ID:-${TASK_ID:-0}}
+IFS=$'\t' read -r experiment seed frac < <(sed -n "$((id + 1))p" "$task_file") || true
+if [ -z "${frac:-}" ]; then
+    echo "$name: no task $id in $task_file" >&2
+    exit 2
+fi
+
+if [ "$launch" = reprsim ]; then
+    reprsim=reprsim
+    [ -x "$venv/reprsim" ] && reprsim="$venv/reprsim"
+    echo "task $id: $experiment seed $seed frac $frac on $(hostname)"
+    exec "$reprsim" train "$experiment" --seed "$seed" --frac "$frac" "$@"
+fi
+
+if [ -x "$venv/torchrun" ]; then
+    torchrun=("$venv/torchrun")
+elif command -v torchrun >/dev/null; then
+    torchrun=(torchrun)
+else
+    torchrun=(python3 -m torch.distributed.run)
+fi
+nproc=${NPROC:-$(count_gpus)}
+[[ "$nproc" =~ ^[0-9]+$ ]] && [ "$nproc" -ge 1 ] || nproc=1
+echo "task $id: $experiment seed $seed frac $frac on $(hostname), $nproc process(es)"
+cd "$root"
+exec "${torchrun[@]}" --standalone --nproc_per_node="$nproc" -m repr_sim train "$experiment" \
+    --seed "$seed" --frac "$frac" "$@"
