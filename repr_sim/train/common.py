@@ -110,6 +110,29 @@ def remove_temporaries(folder: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def pair_lock(folder: Path):
+    """Hold the pair's lock while training it; yields False when another process finished
+    the pair while this one waited (nothing left to do), True after clearing what a killed
+    run left behind. The lock file is beside the folder: its contents stay the run's."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with runs.file_lock(folder.parent / f".{folder.name}.lock"):
+        if runs.is_done(folder):
+            print(f"{folder}: already trained, skipping")
+            yield False
+            return
+        remove_temporaries(folder)
+        yield True
+
+
+def finish_pair(folder: Path, args: dict) -> None:
+    """args.json with the end time, then the `done` marker (last: a pair is done only
+    when everything else is written)."""
+    args["end_time"] = now()
+    runs.atomic_write_json(folder / "args.json", args)
+    runs.mark_done(folder)
+
+
 def save_split(split, folder: Path) -> None:
     """Save the split, or check that an interrupted run saved the same one."""
     target = folder / "split_indices"

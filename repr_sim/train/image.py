@@ -457,13 +457,9 @@ def train_pair(cfg: dict, seed: int, frac: float, *, device: str | None = None) 
                 f"batch of {cfg['recipe']['batch_size']} (drop-last): lower --batch-size"
             )
 
-    folder.mkdir(parents=True, exist_ok=True)
-    # Beside the pair folder, not in it: the folder's contents stay exactly the run's.
-    with runs.file_lock(folder.parent / f".{folder.name}.lock"):
-        if runs.is_done(folder):  # another process finished it while we waited
-            print(f"{folder}: already trained, skipping")
+    with common.pair_lock(folder) as ours:
+        if not ours:  # another process finished it while this one waited
             return folder
-        common.remove_temporaries(folder)
         args = start_args(cfg, folder, seed, frac, data, device)
         runs.atomic_write_json(folder / "args.json", args)
         common.save_split(split, folder)
@@ -475,8 +471,6 @@ def train_pair(cfg: dict, seed: int, frac: float, *, device: str | None = None) 
             model_dir.mkdir(exist_ok=True)
             label = f"{cfg['name']} seed {seed} frac {frac:g} model {d.index}"
             Trainer(cfg, d, model_dir, device, model_seed(seed, d.index), label).run()
-        args["end_time"] = common.now()
-        runs.atomic_write_json(folder / "args.json", args)
-        runs.mark_done(folder)
+        common.finish_pair(folder, args)
     print(f"{folder}: done")
     return folder

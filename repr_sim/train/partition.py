@@ -72,12 +72,9 @@ def train_pair(cfg: dict, seed: int, frac: float, *, device: str | None = None) 
     names = partition.PARTITIONS[part]
     data = model_data(names, len(train_labels))
 
-    folder.mkdir(parents=True, exist_ok=True)
-    with runs.file_lock(folder.parent / f".{folder.name}.lock"):
-        if runs.is_done(folder):  # another process finished it while we waited
-            print(f"{folder}: already trained, skipping")
+    with common.pair_lock(folder) as ours:
+        if not ours:  # another process finished it while this one waited
             return folder
-        common.remove_temporaries(folder)
         args = image.start_args(cfg, folder, seed, frac, data, device)
         args.update(partition=part, models=list(names))
         runs.atomic_write_json(folder / "args.json", args)
@@ -90,8 +87,6 @@ def train_pair(cfg: dict, seed: int, frac: float, *, device: str | None = None) 
             label = f"{cfg['name']} seed {seed} {part} {name}"
             model_seed = image.model_seed(seed, partition.model_index(name))
             image.Trainer(cfg, d, model_dir, device, model_seed, label).run()
-        args["end_time"] = common.now()
-        runs.atomic_write_json(folder / "args.json", args)
-        runs.mark_done(folder)
+        common.finish_pair(folder, args)
     print(f"{folder}: done")
     return folder

@@ -224,12 +224,9 @@ def train_pair(cfg: dict, seed: int, frac: float, *, device: str | None = None) 
             raise UserError(f"model {d.index} of {cfg['name']} seed {seed} frac {frac:g} has no "
                             f"training images ({train_path} is too small for this split)")
 
-    folder.mkdir(parents=True, exist_ok=True)
-    with runs.file_lock(folder.parent / f".{folder.name}.lock"):
-        if runs.is_done(folder):
-            print(f"{folder}: already trained, skipping")
+    with common.pair_lock(folder) as ours:
+        if not ours:  # another process finished it while this one waited
             return folder
-        common.remove_temporaries(folder)
         args = image.start_args(cfg, folder, seed, frac, data, device)
         args.pop("width", None)  # a ResNet setting
         args.update(resolution=cfg["resolution"],
@@ -250,9 +247,7 @@ def train_pair(cfg: dict, seed: int, frac: float, *, device: str | None = None) 
             VAETrainer(cfg, d, model_dir, device, image.model_seed(seed, d.index), label,
                        _select(train_x, d.train_indices, device),
                        _select(test_x, d.test_indices, device)).run()
-        args["end_time"] = common.now()
-        runs.atomic_write_json(folder / "args.json", args)
-        runs.mark_done(folder)
+        common.finish_pair(folder, args)
     print(f"{folder}: done")
     return folder
 
