@@ -43,8 +43,37 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def json_bytes(obj) -> bytes:
+    """The project's JSON files: indented, keys sorted, a final newline."""
+    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8")
+
+
 def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    atomic_write_bytes(path, json_bytes(obj))
+
+
+def write_if_changed(path: Path, data: bytes) -> bool:
+    """Write `data` to `path` atomically unless the file already holds exactly these bytes
+    (a reader polling the file's mtime then sees no change); returns whether it wrote."""
+    path = Path(path)
+    with contextlib.suppress(OSError):
+        if path.read_bytes() == data:
+            return False
+    atomic_write_bytes(path, data)
+    return True
+
+
+def remove_temporaries(folder: Path, name: str = "*", *, recursive: bool = False) -> None:
+    """Temporary files a killed writer left (atomic_path names them .<name>.<random>.tmp):
+    of the file `name` in `folder` (default: of every file; recursive: in every subfolder).
+
+    Call it only under the lock every writer of those files holds, so none is in use.
+    """
+    folder = Path(folder)
+    pattern = f".{name}.*.tmp"
+    with contextlib.suppress(OSError):
+        for path in (folder.rglob(pattern) if recursive else folder.glob(pattern)):
+            path.unlink(missing_ok=True)
 
 
 def atomic_torch_save(obj, path: Path) -> None:

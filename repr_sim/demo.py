@@ -286,15 +286,23 @@ class Plan:
     written: int  # data files written (0: all reused)
 
 
-def _model_steps(cfg: dict, seed: int, frac: float) -> list[int]:
-    """Optimisation steps of both models (for the progress bar)."""
+def _train_labels(cfg: dict):
+    """The image experiment's training labels (what its splits are drawn from); None for text."""
+    if cfg["kind"] == "text":
+        return None
+    from .train import image
+
+    return image.read_labels(cfg, image.beton(cfg, "train"))
+
+
+def _model_steps(cfg: dict, seed: int, frac: float, labels) -> list[int]:
+    """Optimisation steps of both models (for the progress bar); `labels`: _train_labels."""
     if cfg["kind"] == "text":
         from .train import text
 
         return [text.recipe(cfg)["iters"]] * 2
     from .train import image
 
-    labels = image.read_labels(cfg, image.beton(cfg, "train"))
     split = image.make_split(cfg, labels, frac, seed)
     r = cfg["recipe"]
     per_epoch = [len(idx) // r["batch_size"] if r.get("drop_last", True)
@@ -322,14 +330,17 @@ def pair_tasks(study: str, cfgs: dict[str, dict]) -> tuple[list[PairTask], int]:
     todo, finished = [], 0
     for experiment, cfg in cfgs.items():
         exp_dir = experiments.experiment_dir(cfg)
+        labels = None  # read once per experiment, when a pair is left to train
         for seed, frac in experiments.tasks(cfg):
             folder = runs.pair_dir(exp_dir, seed, frac)
             _check_same_config(folder, cfg)
             if runs.is_done(folder):
                 finished += 1
                 continue
+            if labels is None:
+                labels = _train_labels(cfg)
             todo.append(PairTask(study, experiment, cfg, seed, frac, folder,
-                                 _model_steps(cfg, seed, frac)))
+                                 _model_steps(cfg, seed, frac, labels)))
     return todo, finished
 
 
@@ -637,14 +648,6 @@ IMAGE_OUTPUTS = (Output("platonic_ffcv.csv", "_platonic"), Output("platonic_acc_
 TEXT_OUTPUTS = (Output("platonic.csv", "_platonic"), Output("platonic_loss.csv", "_platonic_loss"))
 
 
-def _write_if_changed(dst: Path, data: bytes) -> bool:
-    with contextlib.suppress(OSError):
-        if dst.read_bytes() == data:
-            return False
-    runs.atomic_write_bytes(dst, data)
-    return True
-
-
 def undefined_as_missing(text: str) -> tuple[str, list[str]]:
     """The CSV text with undefined scores ('nan': a metric undefined on degenerate features,
     which the measurer warns about) written as -1, the files' "no value" marker, so that
@@ -680,15 +683,14 @@ def collect(out: Path, experiment: str, cfg: dict, outputs) -> list[Path]:
         text, undefined = undefined_as_missing(src.read_text(encoding="utf-8"))
         for note in undefined:
             log_line(f"{src}: undefined (NaN) score at {note}, written as -1 in {dst.name}")
-        _write_if_changed(dst, text.encode("utf-8"))
+        runs.write_if_changed(dst, text.encode("utf-8"))
         side = src.with_suffix(".json")
         if side.is_file():
             meta = {**runs.read_json(side), "demo_scale": cfg["demo"]["scale"],
                     "source": str(src)}
             if undefined:
                 meta["undefined_written_as_-1"] = undefined
-            _write_if_changed(dst.with_suffix(".json"),
-                              (json.dumps(meta, indent=2, sort_keys=True) + "\n").encode("utf-8"))
+            runs.write_if_changed(dst.with_suffix(".json"), runs.json_bytes(meta))
         copied.append(dst)
     return copied
 

@@ -249,6 +249,27 @@ def per_model_rows(seed: int, frac_overlap: float, values) -> list[list[str]]:
             for i, v in enumerate(values, start=1)]
 
 
+def first_line(e: Exception) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def read_state_dict(path: Path) -> dict:
+    """A model checkpoint that is a state_dict of tensors, read with weights_only=True: a
+    missing file skips the pair; an unreadable or other file is one clear error."""
+    import torch
+
+    if not path.is_file():
+        raise SkipPair(f"missing checkpoint {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated, not a torch file, or objects we refuse to unpickle
+        raise UserError(f"corrupt checkpoint {path} ({first_line(e)})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"checkpoint {path} is not a state_dict of tensors")
+    return state
+
+
 def pair_label(folder: Path) -> str:
     folder = Path(folder)
     return f"{folder.parent.parent.name}/{folder.parent.name}/{folder.name}"
@@ -405,8 +426,8 @@ class _Experiment:
     def handle(self, pair_dir: Path) -> None:
         """Measure one pair (under its lock) unless its result is current."""
         label = pair_label(pair_dir)
-        _remove_temporaries(pair_dir, RESULT)
-        _remove_temporaries(pair_dir / FEATURES_DIR, "*")
+        runs.remove_temporaries(pair_dir, RESULT)
+        runs.remove_temporaries(pair_dir / FEATURES_DIR, "*")
         args = self._args(pair_dir)
         module = measurer(args["kind"])
         opts = self._module_opts(module)
@@ -542,40 +563,12 @@ class _Experiment:
                             f"were they trained with different probe configs?")
                     bodies[name].extend(",".join(row) for row in spec["rows"])
             for name, (header, _) in headers.items():
-                _remove_temporaries(self.folder, name)
-                _remove_temporaries(self.folder, Path(name).with_suffix(".json").name)
+                runs.remove_temporaries(self.folder, name)
+                runs.remove_temporaries(self.folder, Path(name).with_suffix(".json").name)
                 text = "\n".join([",".join(header), *bodies[name]]) + "\n"
-                write_if_changed(self.folder / name, text.encode("utf-8"))
-                meta = json_bytes(sidecars[name])
-                write_if_changed((self.folder / name).with_suffix(".json"), meta)
-
-
-def _remove_temporaries(folder: Path, name: str) -> None:
-    """Temporary files of a killed writer (runs.atomic_path names them .<name>.<random>.tmp).
-
-    Only called under the lock that every writer of `name` holds, so none is in use.
-    """
-    with contextlib.suppress(OSError):
-        for path in Path(folder).glob(f".{name}.*.tmp"):
-            path.unlink(missing_ok=True)
-
-
-def json_bytes(obj) -> bytes:
-    import json
-
-    return (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode("utf-8")
-
-
-def write_if_changed(path: Path, data: bytes) -> bool:
-    """Write `data` to `path` atomically unless the file already holds exactly these bytes."""
-    path = Path(path)
-    try:
-        if path.read_bytes() == data:
-            return False
-    except OSError:
-        pass
-    runs.atomic_write_bytes(path, data)
-    return True
+                runs.write_if_changed(self.folder / name, text.encode("utf-8"))
+                meta = runs.json_bytes(sidecars[name])
+                runs.write_if_changed((self.folder / name).with_suffix(".json"), meta)
 
 
 # ---- folders ----------------------------------------------------------------------------------

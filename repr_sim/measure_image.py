@@ -39,9 +39,11 @@ from .errors import UserError
 from .measure import (
     EMPTY,
     SkipPair,
+    first_line,
     pair_label,
     per_model_rows,
     probe_subset,
+    read_state_dict,
     score_probes,
     similarity_rows,
 )
@@ -151,24 +153,12 @@ def mean_std(dataset: str):
 
 
 # ---- models --------------------------------------------------------------------------------
-def _first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
 def load_model(path: Path, cfg: dict, num_classes: int, device: str) -> torch.nn.Module:
     """The trained model in `path`, built as the trainer built it, in eval mode on `device`."""
     from .train.image import prepare_model
 
-    if not path.is_file():
-        raise SkipPair(f"missing checkpoint {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated, not a torch file, or objects we refuse to unpickle
-        raise UserError(f"corrupt checkpoint {path} ({_first_line(e)})") from None
+    state = read_state_dict(path)
     arch, width = cfg["arch"], cfg.get("width", 64)
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError(f"checkpoint {path} is not a state_dict of tensors")
     # Built on the meta device (no random initialisation to throw away), then given the
     # checkpoint's tensors; load_state_dict still checks every key and shape (strict).
     with torch.device("meta"):
@@ -177,7 +167,7 @@ def load_model(path: Path, cfg: dict, num_classes: int, device: str) -> torch.nn
         model.load_state_dict(state, assign=True)
     except RuntimeError as e:
         raise UserError(f"checkpoint {path} does not match {arch} (width {width}, {num_classes} "
-                        f"classes): {_first_line(e)}") from None
+                        f"classes): {first_line(e)}") from None
     if any(t.is_meta for t in (*model.parameters(), *model.buffers())):
         raise UserError(f"checkpoint {path} leaves parts of {arch} unset")
     return prepare_model(model, device).eval()

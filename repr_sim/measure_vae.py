@@ -33,9 +33,11 @@ from .errors import UserError
 from .measure import (
     EMPTY,
     SkipPair,
+    first_line,
     pair_label,
     per_model_rows,
     probe_subset,
+    read_state_dict,
     score_probes,
     similarity_rows,
 )
@@ -87,21 +89,14 @@ def cached_grey(cache: dict, path: Path) -> tuple[torch.Tensor, np.ndarray]:
 
 
 def load_vae(path: Path, cfg: dict, device: str) -> torch.nn.Module:
-    if not path.is_file():
-        raise SkipPair(f"missing checkpoint {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated, not a torch file, or objects we refuse to unpickle
-        raise UserError(f"corrupt checkpoint {path} ({' '.join(str(e).split()[:20])})") from None
+    state = read_state_dict(path)
     latent = int(cfg.get("latent_dim", vae_model.LATENT))
     model = models.build("vae", 1, latent_dim=latent)
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError(f"checkpoint {path} is not a state_dict of tensors")
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
         raise UserError(f"checkpoint {path} does not match the VAE (latent_dim {latent}): "
-                        f"{str(e).strip().splitlines()[0]}") from None
+                        f"{first_line(e)}") from None
     return model.to(device).eval()
 
 

@@ -23,7 +23,10 @@ from .atomic import (  # noqa: F401  (re-exported: the run-folder API)
     atomic_write_json,
     atomic_write_text,
     file_lock,
+    json_bytes,
     read_json,
+    remove_temporaries,
+    write_if_changed,
 )
 
 DONE = "done"

@@ -101,15 +101,6 @@ def pair_args(cfg: dict, folder: Path, seed: int, frac: float, fields: dict, dev
 
 
 # ---- the run folder -----------------------------------------------------------------------
-def remove_temporaries(folder: Path) -> None:
-    """Temporary files of a killed run (runs.atomic_path names them .<name>.<random>.tmp).
-
-    Only called under the pair's lock, so no live writer owns them.
-    """
-    for path in folder.rglob(".*.tmp"):
-        path.unlink(missing_ok=True)
-
-
 @contextlib.contextmanager
 def pair_lock(folder: Path):
     """Hold the pair's lock while training it; yields False when another process finished
@@ -121,7 +112,7 @@ def pair_lock(folder: Path):
             print(f"{folder}: already trained, skipping")
             yield False
             return
-        remove_temporaries(folder)
+        runs.remove_temporaries(folder, recursive=True)  # under the pair's lock
         yield True
 
 
