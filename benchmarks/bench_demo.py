@@ -13,7 +13,7 @@ before and after (the machine may be shared: CPU seconds are the comparable numb
 seconds what this run saw), and the demo's own stage times from its summary.
 
 loaders: what one model's data costs in a fresh process, on the demo's training beton,
-batch and augmentation: an FFCV loader (`betons.make_loader`, pipeline compiled on its
+batch and augmentation: an FFCV loader (`loaders.make_loader`, pipeline compiled on its
 first epoch) against decoding the beton once into memory (`betons.load_arrays`) plus an
 `ArrayLoader`. Each variant runs in its own subprocess, so every one pays its imports and
 compilation as a worker would; reported: import seconds, construction, first epoch, a
@@ -115,17 +115,17 @@ t0 = time.perf_counter()
 kind, path, batch, aug = sys.argv[1], sys.argv[2], int(sys.argv[3]), json.loads(sys.argv[4])
 import torch
 torch.set_num_threads(1)
-from repr_sim.data import betons
+from repr_sim.data import betons, loaders
 if kind == "ffcv":
     import ffcv.fields, ffcv.loader  # noqa: F401
 t1 = time.perf_counter()
 if kind == "ffcv":
-    loader = betons.make_loader(path, batch_size=batch, train=True, augment=aug, drop_last=True,
-                                workers=1)
+    loader = loaders.make_loader(path, batch_size=batch, train=True, augment=aug, drop_last=True,
+                                 workers=1)
 else:
     images, labels = betons.load_arrays(path)
-    loader = betons.ArrayLoader(images, labels, batch_size=batch, train=True, augment=aug,
-                                drop_last=True)
+    loader = loaders.ArrayLoader(images, labels, batch_size=batch, train=True, augment=aug,
+                                 drop_last=True)
 t2 = time.perf_counter()
 epochs = []
 for _ in range(3):
@@ -145,7 +145,7 @@ def bench_loaders(opts) -> None:
     scale = demo.get_scale(opts.scale)
     cfg = demo.demo_config("demo_ds", scale, "image", demo.image_data_record(scale.image))
     batch = cfg["recipe"]["batch_size"]
-    # The study's CIFAR augmentation (betons.DEFAULT_AUGMENT), translate and cutout scaled
+    # The study's CIFAR augmentation (augment.DEFAULT_AUGMENT), translate and cutout scaled
     # from 32 px to the demo's side.
     study_aug = {"translate": max(1, 8 * scale.image.size // 32),
                  "cutout": max(1, 10 * scale.image.size // 32)}

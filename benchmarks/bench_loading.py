@@ -35,7 +35,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from repr_sim.data import betons, fake, registry  # noqa: E402
+from repr_sim.data import betons, fake, loaders, registry  # noqa: E402
 from repr_sim.paths import usable_cpus  # noqa: E402
 
 
@@ -131,8 +131,8 @@ def main() -> int:
         print(f"|{'-' * 46}|{'-' * 9}:|{'-' * 12}:|{'-' * 10}:|{'-' * 11}:|")
         if "ffcv" not in args.skip:
             start = time.perf_counter()
-            loader = betons.make_loader(path, batch_size=args.batch, train=True, workers=workers,
-                                        drop_last=True, seed=0)
+            loader = loaders.make_loader(path, batch_size=args.batch, train=True, workers=workers,
+                                         drop_last=True, seed=0)
             build = time.perf_counter() - start
             times = timed_epochs(loader, args.epochs)
             compile_ = build + times[0] - float(np.mean(times[1:]))
@@ -145,8 +145,8 @@ def main() -> int:
             row(f"torchvision DataLoader (PIL), {workers} workers", build, times, n_epoch)
         if "array" not in args.skip:
             start = time.perf_counter()
-            loader = betons.ArrayLoader(images, labels, batch_size=args.batch, train=True,
-                                        drop_last=True)
+            loader = loaders.ArrayLoader(images, labels, batch_size=args.batch, train=True,
+                                         drop_last=True)
             build = time.perf_counter() - start
             times = timed_epochs(loader, args.epochs)
             row(f"ArrayLoader (torch, batched), {torch.get_num_threads()} threads", build, times, n_epoch)

@@ -1,4 +1,4 @@
-"""Wall time of measuring one image pair (repr_sim.measure_image), split into its two parts.
+"""Wall time of measuring one image pair (repr_sim.kinds.image.measure), split into its two parts.
 
 For a CIFAR-sized probe set (default N = 10,000 inputs, 32x32) and two real ResNet-18s
 (the CIFAR variant, width 64, 512-d features; random initialisation, eval mode: the cost
@@ -67,7 +67,7 @@ def main(argv=None) -> int:
 
     from repr_sim import measure, measure_image, models
     from repr_sim.data import registry
-    from repr_sim.train.image import prepare_model
+    from repr_sim.kinds.image.train import prepare_model
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

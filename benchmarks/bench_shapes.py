@@ -18,7 +18,7 @@ from pathlib import Path
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
-from repr_sim.data import shapes  # noqa: E402
+from repr_sim.data import shapes, shapetree  # noqa: E402
 
 
 def timed(fn, repeats: int) -> tuple[float, float]:
@@ -57,11 +57,11 @@ def main(argv=None) -> int:
 
         def write():
             shutil.rmtree(tmp / "partition3", ignore_errors=True)
-            shapes.write_partition_tree(tmp, args.tree_n, n_val, size=28)
+            shapetree.write_partition_tree(tmp, args.tree_n, n_val, size=28)
 
         rows.append(("write_partition_tree 28x28 (PNG)", args.tree_n + n_val,
                      *timed(write, args.repeats)))  # fmt: skip
-        read = lambda: shapes.read_partition_tree(tmp, "train")  # noqa: E731
+        read = lambda: shapetree.read_partition_tree(tmp, "train")  # noqa: E731
         rows.append(("read_partition_tree 28x28", args.tree_n, *timed(read, args.repeats)))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,7 +1,7 @@
 """Images per second of one training step of the CIFAR ResNet-18 (the study's recipe).
 
 One step = forward, label-smoothed cross-entropy, backward, SGD update, as
-repr_sim.train.image.train_step does it (the trainer's own function), on synthetic
+repr_sim.kinds.image.train.train_step does it (the trainer's own function), on synthetic
 32x32 batches already in memory: this measures the model, not the data loader
 (benchmarks/bench_loading.py measures the loaders).
 
@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from repr_sim import models
-from repr_sim.train.image import prepare_model, train_step
+from repr_sim.kinds.image.train import prepare_model, train_step
 
 
 def measure(device: str, batch: int, steps: int, warmup: int, arch: str, side: int) -> dict:

@@ -7,6 +7,8 @@ A result file (PROTOCOL section 3) is recognised by its header, never by its nam
     loss                seed,frac_overlap,model_idx,val_loss            (text models)
     partition           seed,metric,partition,model0,model1,<probe>[,<probe>...]
     partition_accuracy  seed,partition,model,acc
+    transfer            seed,frac_overlap,normal_asr,transfer_asr       (v2: transfer attacks)
+    jailbreak           seed,frac_overlap,transfer_asr,normal_asr       (v2: Llama jailbreaks)
 
 For one metric, every value column gets (PROTOCOL section 4): the mutual information with
 the overlap (scikit-learn's `mutual_info_regression`, X = the overlap as a 2-D array,
@@ -18,8 +20,14 @@ column's fit. Partition files use x = 0, 0.5, 1 for partitions 1, 2, 3 (standard
 the MI estimate).
 
 Run metadata: a JSON file beside the CSV with the same stem (`<stem>.json`) may name the
-file's "arch", "dataset" and "kind"; the measurement code writes it. Without it, the dataset
-and architecture are read from the file name.
+file's "arch", "dataset", "kind" and "model"; the measurement code writes it. Without it, the
+dataset, architecture and model are read from the file name (the study's names: one of the
+eight timm models, a Llama-3.2 model, `diffusion`, `nanogpt`).
+
+`--study v2` (`v2_rule`, `analyze_v2`): the table the study's v2 notebook made for a file
+(PROTOCOL_V2 section 7): its metric (cknna for the diffusion files), its probe column(s) and
+its rows, its slips included. docs/v2_analysis.md lists every difference from the default
+rules above and its effect on the numbers.
 """
 
 from __future__ import annotations
@@ -34,24 +42,27 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .atomic import atomic_write_text
 from .errors import UserError
-
-EMPTY = -1.0  # the value written for an empty probe set (and for "no shared class")
-
-SIMILARITY_KEYS = ("seed", "metric", "frac_overlap")
-PARTITION_KEYS = ("seed", "metric", "partition", "model0", "model1")
-ACCURACY_COLUMNS = ("seed", "frac_overlap", "model_idx", "acc")
-LOSS_COLUMNS = ("seed", "frac_overlap", "model_idx", "val_loss")
-PARTITION_ACC_COLUMNS = ("seed", "partition", "model", "acc")
-
-# The label-partition table of the study uses these probe columns (PROTOCOL section 4).
-PARTITION_PROBES = ("partition_metric", "cifar10", "mnist", "svhn")
-PARTITION_X = {"partition1": 0.0, "partition2": 0.5, "partition3": 1.0}
-
-# Probe columns that only exist in task-overlap files (the probe sets depend on which
-# classes or corpora the two models share).
-TEXT_TASK_PROBES = ("metric_common", "metric_OOD_for_one", "metric_OOD_for_all")
-TASK_PROBES = ("metric_ood_one", *TEXT_TASK_PROBES)
+from .results import (  # noqa: F401  (re-exported: readers have used analysis.EMPTY etc.)
+    ACCURACY_COLUMNS,
+    DIFFUSION_PROBE,
+    EMPTY,
+    LLM_OOD_ONE_PROBE,
+    LOSS_COLUMNS,
+    OOD_ONE_PROBE,
+    PARTITION_ACC_COLUMNS,
+    PARTITION_KEYS,
+    PARTITION_PROBES,
+    PARTITION_VAL_PROBE,
+    PARTITION_X,
+    SCHEMAS,
+    SIMILARITY_KEYS,
+    TASK_PROBES,
+    TEXT_TASK_PROBES,
+    TRANSFER_ASR,
+    TRANSFER_KINDS,
+)
 
 # Columns of the tables this module and repr_sim.summary write: a file carrying one of
 # them is an output of ours, not a result file.
@@ -72,7 +83,7 @@ DATASET_TITLES = {
     "shapes": "Shapes", "digits": "scikit-learn digits", "sklearn_digits": "scikit-learn digits",
     "patches": "Image patches", "sample_patches": "Image patches",
     "partition": "ColorShapeDigit", "colorshapedigit": "ColorShapeDigit",
-    "colorshapedigit800k": "ColorShapeDigit",
+    "colorshapedigit800k": "ColorShapeDigit", "csd": "ColorShapeDigit",
 }
 
 PROBE_TITLES = {
@@ -85,13 +96,31 @@ PROBE_TITLES = {
     "shape": "Shape-only images",
     "acc": "Test accuracy",
     "val_loss": "Validation loss",
+    "transfer_asr": "Transfer attack success",
+    "normal_asr": "Attack success on the source model",
 }
 
 # The study's names for the three kinds of overlap (PROTOCOL section 4), by split kind.
 OVERLAP_NAMES = {"dataset": "Dataset Overlap", "partition": "Task Overlap",
                  "task": "Task + Dataset Overlap"}
 
-ARCH_TITLES = {"resnet": "ResNet-18", "vae": "VAE", "gpt": "nanoGPT"}
+ARCH_TITLES = {"resnet": "ResNet-18", "vae": "VAE", "gpt": "nanoGPT", "vit": "ViT",
+               "llama": "Llama-3.2", "unet": "Diffusion UNet"}
+
+# A file-name token -> architecture (matched at the token's start). "gpt" must not match
+# "gpt5" (the study's GPT-5 judge files are Llama jailbreaks).
+ARCH_TOKENS = (("resnet", r"resnet"), ("vae", r"vae"), ("gpt", r"(nanogpt|gpt2?)$"),
+               ("vit", r"vit"), ("llama", r"llama"), ("unet", r"(diffusion|unet)"))
+
+# The study's v2 models (PROTOCOL_V2 sections 1 and 5), as their file names write them, and
+# their titles in tables and figures (in size order).
+MODEL_TITLES = {
+    "resnet18": "ResNet-18", "resnet50": "ResNet-50", "resnet101": "ResNet-101",
+    "resnet152": "ResNet-152", "vit_tiny_patch16_224": "ViT-T", "vit_small_patch32_224": "ViT-S",
+    "vit_base_patch32_224": "ViT-B", "vit_large_patch32_224": "ViT-L",
+    "Llama-3.2-1B-Instruct": "Llama-3.2 1B", "Llama-3.2-3B-Instruct": "Llama-3.2 3B",
+    "Llama-3.2-11B-Vision-Instruct": "Llama-3.2 11B",
+}
 
 
 def known_metrics() -> tuple[str, ...]:
@@ -165,12 +194,25 @@ class ResultFile:
             return rows["partition"].map(PARTITION_X).to_numpy(dtype=np.float64)
         return rows["frac_overlap"].to_numpy(dtype=np.float64)
 
-    def xy(self, column: str, metric: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """x and y of one value column, -1 rows left out, in the file's order."""
+    def xy(self, column: str, metric: str | None = None, *, keep_empty: bool = False,
+           drop_x: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """x and y of one value column in the file's order, -1 rows left out (keep_empty:
+        kept, as the study's v2 tables did), rows at overlap `drop_x` left out."""
         rows = self.rows(metric)
         x, y = self.x_values(rows), rows[column].to_numpy(dtype=np.float64)
-        keep = ~np.isclose(y, EMPTY, rtol=0.0, atol=1e-9)
+        keep = np.ones(x.size, dtype=bool)
+        if not keep_empty:
+            keep &= ~np.isclose(y, EMPTY, rtol=0.0, atol=1e-9)
+        if drop_x is not None:
+            keep &= ~np.isclose(x, drop_x, rtol=0.0, atol=1e-9)
         return x[keep], y[keep]
+
+    @property
+    def model(self) -> str | None:
+        """The study's model name (e.g. 'resnet50'), from metadata or the file name."""
+        if self.meta.get("model"):
+            return str(self.meta["model"])
+        return model_from_name(self.path)
 
 
 def check_metric(metric: str | None) -> str:
@@ -200,13 +242,7 @@ def is_output_header(header: list[str]) -> bool:
     return any(c in markers for c in header) or header[:2] == ["architecture", "dataset"]
 
 
-_SCHEMAS = (  # kind, leading columns, exact (no further columns), description
-    ("similarity", SIMILARITY_KEYS, False, "similarity file"),
-    ("partition", PARTITION_KEYS, False, "label-partition similarity file"),
-    ("accuracy", ACCURACY_COLUMNS, True, "accuracy file"),
-    ("loss", LOSS_COLUMNS, True, "text loss file"),
-    ("partition_accuracy", PARTITION_ACC_COLUMNS, True, "label-partition accuracy file"),
-)
+_SCHEMAS = tuple((sc.kind, sc.keys, sc.exact, sc.description) for sc in SCHEMAS)
 
 
 def _leading_match(header: list[str], keys: tuple[str, ...]) -> int:
@@ -243,6 +279,8 @@ def detect_kind(header: list[str], path: Path | str = "file") -> tuple[str, tupl
         if rest:
             raise UserError(f"{path}: unexpected column '{rest[0]}' in a {what} "
                             f"(expected {','.join(keys)})")
+        if kind in TRANSFER_KINDS:  # the transfer success first, whatever the column order
+            return kind, (TRANSFER_ASR, *(k for k in keys[2:] if k != TRANSFER_ASR))
         return kind, (keys[-1],)
     if not rest:
         raise UserError(f"{path}: {what} without probe columns (header: {','.join(header)})")
@@ -368,23 +406,46 @@ def split_from_meta(meta: dict) -> str | None:
 
 
 def normalize_arch(text: str) -> str:
-    """'resnet18_cifar' -> 'resnet', 'nanogpt' -> 'gpt', 'vae' -> 'vae'; others as given."""
+    """'resnet18_cifar' -> 'resnet', 'nanogpt' -> 'gpt', 'vae' -> 'vae', 'vit_base_patch32_224'
+    -> 'vit', 'meta-llama/Llama-3.2-1B' -> 'llama', 'diffusion' -> 'unet'; others as given."""
     low = str(text).lower()
     for arch in ("resnet", "vae", "gpt"):
         if arch in low:
             return arch
+    for arch, pattern in ARCH_TOKENS[3:]:
+        if re.search(pattern.rstrip("$"), low):
+            return arch
     return low
+
+
+def arch_from_name(path: Path | str) -> str | None:
+    for token in name_tokens(path):
+        for arch, pattern in ARCH_TOKENS:
+            if re.match(pattern, token):
+                return arch
+    return None
 
 
 def architecture(result: ResultFile) -> tuple[str | None, str]:
     """(architecture, where it came from): the run metadata first, then the file name."""
     if result.meta.get("arch"):
         return normalize_arch(result.meta["arch"]), "metadata"
-    for token in name_tokens(result.path):
-        arch = normalize_arch(token)
-        if arch in ARCH_TITLES:
-            return arch, "file name"
-    return None, "unknown"
+    arch = arch_from_name(result.path)
+    return (arch, "file name") if arch else (None, "unknown")
+
+
+_MODEL_RE = re.compile("|".join(re.escape(m) for m in sorted(MODEL_TITLES, key=len, reverse=True)))
+
+
+def model_from_name(path: Path | str) -> str | None:
+    """The study's model name in a file name: 'ds_platonic_ffcv_resnet50_cifar100' ->
+    'resnet50' (the longest name that fits, so resnet152 is not resnet15...)."""
+    found = _MODEL_RE.search(Path(path).stem)
+    return found.group(0) if found else None
+
+
+def model_title(model: str | None) -> str | None:
+    return MODEL_TITLES.get(model, model) if model else None
 
 
 def dataset_title(name: str | None) -> str | None:
@@ -540,6 +601,110 @@ def analyze_all_metrics(result: ResultFile | Path | str, **kwargs) -> pd.DataFra
     return pd.concat(tables, names=["metric", "probe"])
 
 
+# ---- the study's v2 tables (PROTOCOL_V2 section 7) -----------------------------------------
+STUDIES = ("v2",)
+
+
+@dataclass(frozen=True)
+class V2Rule:
+    """What the v2 notebook put in one file's table."""
+
+    metric: str | None             # None: the file has no metric column
+    columns: tuple[str, ...]       # probe columns, in the table's order
+    index: tuple[str, ...]         # the table's row names for them
+    drop_x: float | None = None    # rows at this overlap left out (the study's filter)
+    why: str = ""                  # the rule in words (listings, docs)
+
+
+def in_distribution_column(result: ResultFile) -> str:
+    """The probe of the training data: metric_<dataset> (v2 timm files probe three datasets),
+    else the v1 image/VAE name, the diffusion name, or the only probe column."""
+    columns = result.value_columns
+    if result.dataset and f"metric_{result.dataset}" in columns:
+        return f"metric_{result.dataset}"
+    for column in ("metric_overlap", DIFFUSION_PROBE):
+        if column in columns:
+            return column
+    if len(columns) == 1:
+        return columns[0]
+    raise UserError(f"{result.path}: cannot tell which probe is in-distribution (no dataset in "
+                    f"the name or in {result.path.stem}.json; columns: {', '.join(columns)})")
+
+
+def _v2_task_column(result: ResultFile) -> str:
+    for column in (OOD_ONE_PROBE, LLM_OOD_ONE_PROBE):
+        if column in result.value_columns:
+            return column
+    raise UserError(f"{result.path}: a task-overlap file without '{OOD_ONE_PROBE}' or "
+                    f"'{LLM_OOD_ONE_PROBE}', the probe of the study's v2 task tables")
+
+
+# The Llama tables name their row after the probe set, not the column.
+V2_INDEX = {"metric_tinycodes": "Tiny-Codes", LLM_OOD_ONE_PROBE: "OOD"}
+
+
+def v2_rule(result: ResultFile) -> V2Rule:
+    """The v2 notebook's choice of metric, columns and rows for this file (by its header,
+    with the architecture from metadata or name). The -1 rows always stay in: the notebook
+    never filtered on -1, only on overlap."""
+    arch, _ = architecture(result)
+    if result.kind == "partition":
+        col = PARTITION_VAL_PROBE
+        if col not in result.value_columns:
+            raise UserError(f"{result.path}: label-partition file without '{col}'")
+        return V2Rule("cka", (col,), (col,), None, "partition_metric; x = 0, 0.5, 1")
+    if result.kind in TRANSFER_KINDS:
+        drop = 0.0 if result.kind == "transfer" and result.split == "task" else None
+        why = "transfer_asr" + ("; overlap 0 (no shared class) left out" if drop == 0.0 else "")
+        return V2Rule(None, (TRANSFER_ASR,), (TRANSFER_ASR,), drop, why)
+    if result.kind != "similarity":
+        raise UserError(f"{result.path}: the v2 study makes no table of a {result.kind} file "
+                        "(its values enter the accuracy table: reprsim summary --study v2)")
+    metric = "cknna" if arch == "unet" else "cka"
+    if arch == "gpt":  # the three v1 files, unchanged: every probe, every row
+        cols = result.value_columns
+        return V2Rule(metric, cols, cols, None, "every probe column, -1 rows kept")
+    if result.split == "task":
+        col = _v2_task_column(result)
+        return V2Rule(metric, (col,), (V2_INDEX.get(col, col),), 1.0,
+                      f"{col}; overlap 1 left out")
+    col = in_distribution_column(result)
+    return V2Rule(metric, (col,), (V2_INDEX.get(col, col),), None, f"{col} (in-distribution)")
+
+
+def analyze_v2(result: ResultFile | Path | str, metric: str | None = None, *,
+               n_perm: int = N_PERMUTATIONS, n_boot: int = N_BOOTSTRAP,
+               seed: int = 0) -> pd.DataFrame:
+    """The table the study's v2 notebook wrote for this file (index: its row names; the
+    columns of TABLE_COLUMNS). `metric` overrides the study's choice."""
+    if not isinstance(result, ResultFile):
+        result = read_result(result)
+    rule = v2_rule(result)
+    metric = rule.metric if metric is None or not result.has_metrics else check_metric(metric)
+    rows = []
+    for column, name in zip(rule.columns, rule.index, strict=True):
+        x, y = result.xy(column, metric, keep_empty=True, drop_x=rule.drop_x)
+        what = f"{result.path}: column '{column}'" + (f" (metric {metric})" if metric else "")
+        stats = fit(x, y, what=what, n_perm=n_perm, n_boot=n_boot, seed=seed,
+                    standardize_x=result.x_column == "partition")
+        stats["title"] = probe_title(column, dataset=result.dataset, split=result.split)
+        rows.append(pd.Series(stats, name=name))
+    table = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+    table["n"] = table["n"].astype(int)
+    table.index.name = "probe"
+    table.attrs.update(metric=metric, rule=rule.why)
+    return table
+
+
+def analyze_study(result: ResultFile, metric: str | None, study: str | None, **kwargs):
+    """The default rules' table (study None) or the named study's."""
+    if study is None:
+        return analyze(result, metric or "cka", **kwargs)
+    if study not in STUDIES:
+        raise UserError(f"unknown study '{study}' (choose one of: {', '.join(STUDIES)})")
+    return analyze_v2(result, metric, **kwargs)
+
+
 # ---- output -----------------------------------------------------------------------------
 def format_table(table: pd.DataFrame) -> str:
     """The table as aligned text (numbers with 4 significant decimals)."""
@@ -548,8 +713,6 @@ def format_table(table: pd.DataFrame) -> str:
 
 
 def write_table(table: pd.DataFrame, path: Path | str) -> Path:
-    from .runs import atomic_write_text
-
     path = Path(path)
     atomic_write_text(path, table.to_csv())
     return path
@@ -568,13 +731,22 @@ def describe(result: ResultFile, metric: str | None) -> str:
 
 def cli_analyze(args) -> int:
     result = read_result(args.csv)
-    check_metric(args.metric)
-    if args.all_metrics and result.has_metrics:
+    study = getattr(args, "study", None)
+    if args.metric is not None or study is None:
+        check_metric(args.metric or "cka")
+    if study is not None:
+        if args.all_metrics:
+            raise UserError("--all-metrics and --study v2 do not go together (the study's "
+                            "table is of one metric)")
+        table = analyze_study(result, args.metric, study)
+        print(f"{describe(result, table.attrs['metric'])}, study {study} rules: "
+              f"{table.attrs['rule']}")
+    elif args.all_metrics and result.has_metrics:
         table = analyze_all_metrics(result)
         print(describe(result, None) + ", all metrics")
     else:
-        table = analyze(result, args.metric)
-        print(describe(result, args.metric))
+        table = analyze(result, args.metric or "cka")
+        print(describe(result, args.metric or "cka"))
     print(format_table(table))
     if args.out:
         print(f"wrote {write_table(table, args.out)}")

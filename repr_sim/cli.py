@@ -66,20 +66,11 @@ def add_reorg(sub):
 
 # ---- training ---------------------------------------------------------------------------
 def add_train(sub):
+    from .train import add_options
+
     p = _add(sub, "train", "train:cli_train", "train one pair of models (one seed, one fraction)")
     p.add_argument("experiment", help="experiment name (e.g. cifar10_ds) or path to a .toml config")
-    p.add_argument("--seed", type=int, required=True)
-    p.add_argument("--frac", type=float, required=True, help="overlap fraction in [0, 1]")
-    p.add_argument("--epochs", type=int, default=None, help="image experiments: epochs")
-    p.add_argument("--iters", type=int, default=None, help="text experiments: iterations")
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--block-size", type=int, default=None, help="text experiments: context length")
-    p.add_argument("--eval-iters", type=int, default=None, help="text experiments: batches per evaluation")
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--workers", type=int, default=None, help="data-loading workers (default: usable CPUs)")
-    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any config key, e.g. --set recipe.peak_epoch=5 (repeatable)")
+    add_options(p)
 
 
 def add_sweep(sub):
@@ -88,7 +79,12 @@ def add_sweep(sub):
     p.add_argument("experiments", nargs="*", help="experiment names or config paths")
     p.add_argument("--seeds", nargs="+", type=int, default=None, help="narrow the seeds")
     p.add_argument("--fracs", nargs="+", type=float, default=None, help="narrow the fractions")
-    p.add_argument("--launcher", choices=["auto", "slurm", "local"], default="auto")
+    p.add_argument("--launcher", choices=["auto", "slurm", "pool", "local"], default=None,
+                   help="slurm: one job array per experiment; pool: --workers pairs at once "
+                        "here; local: one pair after another here (default: $LAUNCHER, else "
+                        "slurm when it answers, else local)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="pool launcher: pairs trained at once (default: usable CPUs)")
     p.add_argument("--sbatch-script", default=None, help="array task body for SLURM")
     p.add_argument("--log-dir", default=None, help="where SLURM output goes")
     p.add_argument("--train-args", default="", help="extra arguments for `reprsim train`")
@@ -126,9 +122,15 @@ def add_measure(sub):
 def add_analyze(sub):
     p = _add(sub, "analyze", "analysis:cli_analyze",
              "mutual information, R^2, slope and Spearman of a result CSV against overlap")
-    p.add_argument("csv", help="a result CSV (similarity or accuracy)")
-    p.add_argument("--metric", default="cka", help="one of the eight metrics (default cka)")
+    p.add_argument("csv", help="a result CSV (similarity, partition, accuracy, transfer attack)")
+    p.add_argument("--metric", default=None,
+                   help="one of the eight metrics (default cka; with --study v2 the study's "
+                        "choice: cka, cknna for the diffusion files)")
     p.add_argument("--all-metrics", action="store_true", help="one table over all eight metrics")
+    p.add_argument("--study", choices=["v2"], default=None,
+                   help="the table the study's v2 notebook made for this file: its metric, "
+                        "probe column(s) and rows, slips included (docs/v2_analysis.md); "
+                        "default: this project's rules")
     p.add_argument("--out", default=None, help="write the table as CSV here")
 
 
@@ -146,9 +148,40 @@ def add_summary(sub):
     p.add_argument("--out", default=None, help="output folder (default: results_dir)")
     p.add_argument("--latex", action="store_true",
                    help="also print LaTeX tables (and write summary_*.tex)")
-    p.add_argument("--metric", default="cka", help="one of the eight metrics (default cka, as the study)")
+    p.add_argument("--metric", default=None,
+                   help="one of the eight metrics (default cka, as the study; with --study v2 "
+                        "the study's choice per file: cka, cknna for the diffusion files)")
     p.add_argument("--exclude", action="append", default=[], metavar="GLOB",
-                   help="leave out files whose name matches (repeatable), e.g. 'vae_*mnist*'")
+                   help="leave out files whose name or path under the folder matches "
+                        "(repeatable), e.g. 'vae_*mnist*'")
+    p.add_argument("--study", choices=["v2"], default=None,
+                   help="the study's v2 rules: each file's table as the v2 notebook made it "
+                        "(docs/v2_analysis.md); default: this project's rules")
+    p.add_argument("--compare", action="store_true",
+                   help="also compute the table under the other rules and write both side by "
+                        "side, overall and per architecture, to summary_compare.csv")
+
+
+def add_consequences(sub):
+    p = _add(sub, "consequences", "consequences:cli_consequences",
+             "does a pair's similarity predict how well an attack transfers between its models?",
+             description="Join a similarity file and its transfer-attack file on (seed, "
+                         "frac_overlap); per metric and probe: Spearman rho of transfer_asr "
+                         "with the similarity (permutation p), the partial rank correlation "
+                         "controlling for overlap (permutations within each overlap level), "
+                         "and the mutual information. Given one folder: every transfer file "
+                         "in it with its similarity file (same split, model and dataset).")
+    p.add_argument("paths", nargs="+", metavar="PATH",
+                   help="SIM_FILE ASR_FILE (a similarity CSV and its transfer-attack CSV), "
+                        "or one results folder")
+    p.add_argument("--metric", default=None,
+                   help="only this metric (default: every metric in the file; the plot: cka)")
+    p.add_argument("--permutations", type=int, default=9999,
+                   help="permutations for both p-values (default 9999)")
+    p.add_argument("--out", default=None, help="write the table as CSV here")
+    p.add_argument("--plot", default=None,
+                   help="figure file (.pdf, .png, .svg): transfer success against similarity, "
+                        "one panel per probe, coloured by overlap")
 
 
 # ---- demo and text ----------------------------------------------------------------------
@@ -183,7 +216,8 @@ def add_sample(sub):
 
 
 COMMANDS = [add_similarity, add_write_data, add_reorg, add_train, add_sweep, add_measure,
-            add_analyze, add_plot, add_summary, add_demo, add_prepare_text, add_sample]
+            add_analyze, add_plot, add_summary, add_consequences, add_demo, add_prepare_text,
+            add_sample]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,7 @@
 """Experiments are TOML config files: dataset, split kind, fractions, seeds, recipe.
 
-They live in the training folders (`train_*/configs/<name>.toml`) and, for the built-in
+An experiment lists only what differs from its kind's defaults (repr_sim.kinds: the
+kind's declaration holds them); `repr_sim.kinds.load` merges the two. They live in the training folders (`train_*/configs/<name>.toml`) and, for the built-in
 demo, inside the package (`repr_sim/configs/<name>.toml`); they are found by name from any
 working directory, or given as a path. `--set key.sub=value` overrides any key;
 the value is parsed as TOML (numbers, booleans, lists), else kept as a string.
@@ -15,7 +16,6 @@ from pathlib import Path
 from .errors import UserError
 from .paths import PACKAGE_DIR, repo_root, runs_root, source_root
 
-KINDS = ("image", "text", "partition", "vae")
 REQUIRED = ("kind", "fracs", "seeds")
 
 
@@ -52,6 +52,17 @@ def find_config(name_or_path: str | Path) -> Path:
     return known[str(name_or_path)]
 
 
+def merge(base: dict, over: dict) -> dict:
+    """`over` merged onto `base`, tables recursively (values, lists included, replaced)."""
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
 def parse_value(text: str):
     try:
         return tomllib.loads(f"v = {text}")["v"]
@@ -59,27 +70,30 @@ def parse_value(text: str):
         return text
 
 
-def apply_override(cfg: dict, assignment: str) -> None:
-    """Set a dotted key in place: `recipe.epochs=2`."""
-    key, sep, value = assignment.partition("=")
-    if not sep or not key.strip():
-        raise UserError(f"--set expects key=value, got '{assignment}'")
+def set_key(cfg: dict, key: str, value, where: str = "--set") -> None:
+    """Set a dotted key in place (`recipe.epochs`, 2): the one config setter."""
     parts = key.strip().split(".")
     node = cfg
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise UserError(f"--set {key}: '{part}' is not a table in the config")
+            raise UserError(f"{where} {key}: '{part}' is not a table in the config")
         node = child
-    node[parts[-1]] = parse_value(value.strip())
+    node[parts[-1]] = value
+
+
+def apply_override(cfg: dict, assignment: str) -> None:
+    """Set a dotted key in place from text: `recipe.epochs=2`."""
+    key, sep, value = assignment.partition("=")
+    if not sep or not key.strip():
+        raise UserError(f"--set expects key=value, got '{assignment}'")
+    set_key(cfg, key, parse_value(value.strip()))
 
 
 def validate(cfg: dict, source: str) -> dict:
     for key in REQUIRED:
         if key not in cfg:
             raise UserError(f"{source}: missing key '{key}'")
-    if cfg["kind"] not in KINDS:
-        raise UserError(f"{source}: kind must be one of {', '.join(KINDS)}, got '{cfg['kind']}'")
     for frac in cfg["fracs"]:
         if not isinstance(frac, int | float) or not 0.0 <= float(frac) <= 1.0:
             raise UserError(f"{source}: fraction {frac!r} outside [0, 1]")
@@ -89,8 +103,8 @@ def validate(cfg: dict, source: str) -> dict:
     return cfg
 
 
-def load(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> dict:
-    """The resolved config: file contents, `name` and `config_path` filled in, overrides set."""
+def read(name_or_path: str | Path) -> dict:
+    """A config file's contents, `name` and `config_path` filled in (no defaults, no checks)."""
     path = find_config(name_or_path)
     try:
         cfg = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -99,9 +113,19 @@ def load(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = ()) 
     cfg = copy.deepcopy(cfg)
     cfg.setdefault("name", path.stem)
     cfg["config_path"] = str(path)
+    return cfg
+
+
+def load(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = (),
+         resolve=None) -> dict:
+    """The resolved config: the file read, `resolve(cfg)` (the kind's defaults merged under
+    it: repr_sim.kinds.load passes it), the overrides set, checked."""
+    cfg = read(name_or_path)
+    if resolve is not None:
+        cfg = resolve(cfg)
     for assignment in overrides:
         apply_override(cfg, assignment)
-    return validate(cfg, str(path))
+    return validate(cfg, cfg["config_path"])
 
 
 def experiment_dir(cfg: dict) -> Path:

@@ -6,13 +6,13 @@
 For every experiment folder (`$REPRSIM_RUNS/<experiment>/`, made by `reprsim train`):
 
 1. Pairs. Every `seed_<S>/frac_<F>/` folder with an `args.json` (repr_sim.runs.iter_pairs,
-   sorted by seed, then frac). A pair without its `done` marker is still training: it is
-   skipped with a note, so a sweep can be measured while it runs.
+   sorted by seed, then frac). A pair that its status record (or, in an older folder, the
+   missing `done` marker) shows unfinished is still training: it is skipped with a note, so a sweep can be measured while it runs.
 2. Measurement. The pair's kind (args.json "kind") picks a measurer module
-   (repr_sim.measure_<kind>, see below); it loads both models, extracts features on the
+   (repr_sim.kinds.<kind>.measure, see below); it loads both models, extracts features on the
    probe sets, scores them, and returns the rows of the CSVs it produces. The rows go
    into `<pair>/measure.json`, written atomically. A pair whose result is current (same
-   result version, probe size, k, and unchanged checkpoint files) is not measured again
+   result version, probe size, k, metric list, and unchanged checkpoint files) is not measured again
    unless `--force`; one that is not (e.g. measured with another --probe-size) is
    measured again, with a note.
 3. Merge. All current per-pair results are merged into the experiment folder's CSVs (one
@@ -37,36 +37,33 @@ result is re-read (and measured only if that process died before writing it). Th
 merge runs under `<experiment>/.measure.lock`. Every write is atomic, so a killed
 process leaves complete files only; a rerun resumes from the results it finds.
 
-Plug-in interface (how to add a kind, e.g. "partition" or "vae")
------------------------------------------------------------------
-A pair of kind K (args.json "kind") is measured by the module `repr_sim.measure_K`
-(MEASURERS maps a kind to another module name where needed; nothing else to register).
-The module provides:
+How a kind plugs in
+-------------------
+A pair of kind K (args.json "kind", one of repr_sim.kinds.names()) is measured by the
+module `repr_sim.kinds.K.measure`; its default probe size is the kind declaration's
+`default_probe_size`. The module provides:
 
-    KIND: str                      the kind it measures
-    DEFAULT_PROBE_SIZE: int | None inputs per probe set when --probe-size is not given
-                                   (None: whole sets)
     csv_files(args) -> dict[str, list[str]]
         CSV file name -> header, for a pair with this args.json (headers may depend on
-        the config, e.g. one column per probe set). Every pair of an experiment must give
-        the same headers.
+        the config, e.g. one column per probe set; names and headers from
+        repr_sim.results). Every pair of an experiment must give the same headers.
     sidecar(args) -> dict
         the metadata written beside each CSV: at least "arch" (e.g. "resnet", "gpt",
         "vae"), "dataset" and "kind" ("ds", "task", "partition"); "experiment" is added.
     inputs(pair_dir, args) -> list[Path]
-        the files the result depends on (checkpoints); a result is stale when one of
-        them changes (size or mtime).
+        the checkpoints of a pair folder written before the status record existed (a
+        newer folder's status.json names them); a result is stale when one changes.
     measure_pair(pair_dir, args, opts, cache) -> dict[str, list[list[str]]]
         the rows of each CSV for this pair, already formatted as strings (use
-        `format_metric`, `format_float`, `similarity_rows` below), in their final order
-        within the pair. `opts` is an `Options` (probe_size already resolved to the
-        module's default when not given), `cache` a dict kept across the pairs of one
+        `format_metric`, `format_float`, `similarity_rows` of repr_sim.scoring), in their
+        final order within the pair. `opts` is an `Options` (probe_size already resolved
+        to the kind's default when not given), `cache` a dict kept across the pairs of one
         `measure` call (decode each probe set once). Raise `SkipPair` for a missing input
         (warning, pair skipped), `UserError` naming the file for anything bad (error
         line, pair skipped). Warnings go through `warn(...)`.
     (optional) summary(files) -> str   the pair's log line; default: `default_summary`.
 
-Shared helpers for measurers: `score_probe` (prepare + score_all once per probe set, -1
+Shared helpers for measurers (repr_sim.scoring): `score_probe` (prepare + score_all once per probe set, -1
 for an empty or too small set), `probe_subset` (the seeded --probe-size subset),
 `save_features`, `similarity_rows`, `format_metric`, `format_float`.
 """
@@ -77,222 +74,60 @@ import contextlib
 import datetime as dt
 import errno
 import fcntl
-import importlib
-import importlib.util
-import math
 import os
-import re
 import socket
-import sys
 import time
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
-
 from . import runs
 from .errors import UserError
-
-# kind (args.json "kind") -> module implementing the interface described above.
-MEASURERS: dict[str, str] = {
-    "image": "repr_sim.measure_image",
-    "text": "repr_sim.measure_text",
-    "partition": "repr_sim.measure_partition",
-    "vae": "repr_sim.measure_vae",
-}
 
 RESULT = "measure.json"
 RESULT_VERSION = 1  # bump when a measurer's output changes: older results are re-measured
 LOCK = ".measure.lock"
-FEATURES_DIR = "features"
-TOPK = 10  # PROTOCOL section 3: k nearest neighbours
-EMPTY = -1.0  # the value of every metric on an empty (or too small) probe set
-PROBE_SEED = 20250519  # seeds the --probe-size subsets and the text probe windows
-PROG = "reprsim measure"
 
-
-class SkipPair(Exception):
-    """A pair that cannot be measured for a reason that is a warning, not an error
-    (a missing checkpoint): it is listed and skipped."""
-
-
-@dataclass(frozen=True)
-class Options:
-    probe_size: int | None = None  # inputs per probe set (None: the measurer's default)
-    batch_size: int = 500
-    device: str = "cpu"
-    force: bool = False
-    save_features: bool = False
-    topk: int = TOPK
-
-
-# ---- log lines ------------------------------------------------------------------------------
-def _write(line: str, stream) -> None:
-    from tqdm.auto import tqdm
-
-    tqdm.write(line, file=stream)
-    stream.flush()
-
-
-def note(line: str) -> None:
-    _write(line, sys.stdout)
-
-
-def warn(line: str) -> None:
-    _write(f"{PROG}: warning: {line}", sys.stderr)
-
-
-def error(line: str) -> None:
-    _write(f"{PROG}: error: {line}", sys.stderr)
-
-
-# ---- formatting -------------------------------------------------------------------------------
-def format_metric(value: float) -> str:
-    """A metric value as the study writes it: 6 decimals (-1 -> -1.000000)."""
-    return f"{float(value):.6f}"
-
-
-def format_float(value: float) -> str:
-    """A plain float (frac_overlap, acc, val_loss): Python's repr, e.g. 0.4, 0.3333333333333333;
-    the 'no value' marker -1 as -1, as in the study's accuracy files."""
-    value = float(value)
-    return "-1" if value == EMPTY else repr(value)
-
-
-def similarity_rows(seed: int, frac_overlap: float, scores: dict[str, dict[str, float]]
-                    ) -> list[list[str]]:
-    """seed,metric,frac_overlap,<one value per probe column>: one row per metric, METRICS order.
-
-    `scores`: probe column -> {metric: value}, in the header's column order.
-    """
-    from .metrics import METRICS
-
-    return [[str(int(seed)), metric, format_float(frac_overlap),
-             *(format_metric(s[metric]) for s in scores.values())] for metric in METRICS]
-
-
-# ---- probe sets and scoring -------------------------------------------------------------------
-def probe_subset(n: int, size: int | None, name: str) -> np.ndarray:
-    """Positions 0..n-1 of the inputs to use: all of them, or a seeded random subset of `size`.
-
-    Random rather than the first `size`, because test sets may be sorted by class. The
-    subset depends on the probe's name and n only, so every pair of an experiment sees the
-    same inputs (the comparison across fractions stays paired). Sorted, to keep the
-    original order of what is kept.
-    """
-    if size is None or size >= n:
-        return np.arange(n, dtype=np.int64)
-    rng = np.random.default_rng([PROBE_SEED, zlib.crc32(name.encode("utf-8")), n])
-    return np.sort(rng.choice(n, size=int(size), replace=False)).astype(np.int64)
-
-
-def empty_scores() -> dict[str, float]:
-    from .metrics import METRICS
-
-    return dict.fromkeys(METRICS, EMPTY)
-
-
-def score_probe(feats_a, feats_b, *, name: str, where: str, topk: int = TOPK) -> dict[str, float]:
-    """Every metric of one probe set: prepare both sides and call score_all once.
-
-    An empty set gives -1 for every metric; a set too small for k nearest neighbours
-    (N <= k + 1) too, with a warning naming it. A NaN (possible for the unbiased
-    estimators on degenerate features) is kept and warned about.
-    """
-    from .metrics import prepare, score_all
-
-    n = 0 if feats_a is None else int(feats_a.shape[0])
-    if n == 0:
-        return empty_scores()
-    if n <= topk + 1:
-        warn(f"{where}: probe set {name} has {n} inputs, too few to score with k = {topk} "
-             f"(needs more than {topk + 1}); its metrics are -1")
-        return empty_scores()
-    scores = score_all(prepare(feats_a), prepare(feats_b), topk=topk)
-    bad = [m for m, v in scores.items() if math.isnan(v)]
-    if bad:
-        warn(f"{where}: probe set {name}: {', '.join(bad)} undefined (NaN) on these features")
-    return scores
-
-
-def save_features(pair_dir: Path, column: str, feats: list) -> None:
-    """features/<column>_model<1|2>.npy (float32, no pickles), atomically."""
-    for i, f in enumerate(feats, start=1):
-        if f is None or f.shape[0] == 0:
-            continue
-        array = np.ascontiguousarray(f.detach().float().cpu().numpy())
-        path = Path(pair_dir) / FEATURES_DIR / f"{column}_model{i}.npy"
-        with runs.atomic_path(path) as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, array, allow_pickle=False)
-
-
-def score_probes(feats: dict[str, list], columns: list[str], *, pair_dir: Path, where: str,
-                 opts) -> dict[str, dict[str, float]]:
-    """score_probe of every probe column's [features of model 1, of model 2], in the CSV's
-    column order (`columns`, checked); the features saved too with --save-features."""
-    if list(feats) != list(columns):
-        raise ValueError(f"{where}: probe sets {list(feats)} do not match the columns {list(columns)}")
-    scores = {}
-    for column, pair in feats.items():
-        scores[column] = score_probe(*pair, name=column, where=where, topk=opts.topk)
-        if opts.save_features:
-            save_features(pair_dir, column, pair)
-    return scores
-
-
-def per_model_rows(seed: int, frac_overlap: float, values) -> list[list[str]]:
-    """seed,frac_overlap,model_idx,<value>: one row per model, model_idx from 1."""
-    return [[str(int(seed)), format_float(frac_overlap), str(i), format_float(v)]
-            for i, v in enumerate(values, start=1)]
-
-
-def first_line(e: Exception) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
-def read_state_dict(path: Path) -> dict:
-    """A model checkpoint that is a state_dict of tensors, read with weights_only=True: a
-    missing file skips the pair; an unreadable or other file is one clear error."""
-    import torch
-
-    if not path.is_file():
-        raise SkipPair(f"missing checkpoint {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated, not a torch file, or objects we refuse to unpickle
-        raise UserError(f"corrupt checkpoint {path} ({first_line(e)})") from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError(f"checkpoint {path} is not a state_dict of tensors")
-    return state
-
-
-def pair_label(folder: Path) -> str:
-    folder = Path(folder)
-    return f"{folder.parent.parent.name}/{folder.parent.name}/{folder.name}"
+from .scoring import (  # noqa: E402,F401  (the measurers' shared helpers; re-exported)
+    EMPTY,
+    FEATURES_DIR,
+    PROBE_SEED,
+    PROG,
+    TOPK,
+    Options,
+    SkipPair,
+    error,
+    first_line,
+    format_float,
+    format_metric,
+    note,
+    pair_label,
+    per_model_rows,
+    probe_subset,
+    read_state_dict,
+    save_features,
+    score_probe,
+    score_probes,
+    similarity_rows,
+    warn,
+)
 
 
 # ---- measurers --------------------------------------------------------------------------------
 def measurer(kind: str):
-    """The module measuring pairs of `kind`: MEASURERS[kind], else repr_sim.measure_<kind>."""
-    name = MEASURERS.get(kind) or (f"repr_sim.measure_{kind}" if re.fullmatch(r"[a-z][a-z0-9_]*", str(kind))
-                                   else None)
-    if name is None or importlib.util.find_spec(name) is None:
-        raise UserError(f"no measurement for experiment kind {kind!r} (no module "
-                        f"{name or 'for it'}; known: {', '.join(known_kinds())})")
-    return importlib.import_module(name)
+    """The module measuring pairs of `kind` (repr_sim.kinds.<kind>.measure)."""
+    from . import kinds
+
+    if kind not in kinds.names():
+        raise UserError(f"no measurement for experiment kind {kind!r} "
+                        f"(known: {', '.join(kinds.names())})")
+    return kinds.module(kind, "measure")
 
 
 def known_kinds() -> list[str]:
-    """Every kind with a measurer: MEASURERS and the repr_sim.measure_<kind> modules."""
-    import pkgutil
+    from . import kinds
 
-    found = {m.name.removeprefix("measure_") for m in pkgutil.iter_modules([str(Path(__file__).parent)])
-             if m.name.startswith("measure_")}
-    return sorted(found | set(MEASURERS))
+    return sorted(kinds.names())
 
 
 def default_summary(files: dict[str, dict]) -> str:
@@ -343,10 +178,20 @@ def _read_result(pair_dir: Path) -> dict | None:
     return result if isinstance(result, dict) and "files" in result else None
 
 
+def result_inputs(module, pair_dir: Path, args: dict) -> list[Path]:
+    """The files a pair's result depends on: the checkpoints its status record names, or (a
+    folder from before the record) the ones its kind's measurer names."""
+    return runs.checkpoints(pair_dir) or module.inputs(pair_dir, args)
+
+
 def _wanted(module, pair_dir: Path, args: dict, opts: Options) -> dict:
-    """What a current result records (compared with a stored one)."""
-    return {"version": RESULT_VERSION, "kind": module.KIND, "probe_size": opts.probe_size,
-            "topk": opts.topk, "inputs": _input_signature(pair_dir, module.inputs(pair_dir, args))}
+    """What a current result records (compared with a stored one): the rule for "this
+    result is current" covers the metric list and k, so adding a metric re-measures."""
+    from .metrics import METRICS
+
+    return {"version": RESULT_VERSION, "kind": args["kind"], "probe_size": opts.probe_size,
+            "topk": opts.topk, "metrics": list(METRICS),
+            "inputs": _input_signature(pair_dir, result_inputs(module, pair_dir, args))}
 
 
 def _is_current(result: dict | None, wanted: dict, opts: Options) -> bool:
@@ -419,8 +264,11 @@ class _Experiment:
                             f"not those of its folder")
         return args
 
-    def _module_opts(self, module) -> Options:
-        size = self.opts.probe_size if self.opts.probe_size is not None else module.DEFAULT_PROBE_SIZE
+    def _module_opts(self, kind: str) -> Options:
+        from . import kinds
+
+        default = kinds.get(kind).default_probe_size
+        size = self.opts.probe_size if self.opts.probe_size is not None else default
         return replace(self.opts, probe_size=size)
 
     def handle(self, pair_dir: Path) -> None:
@@ -430,7 +278,7 @@ class _Experiment:
         runs.remove_temporaries(pair_dir / FEATURES_DIR, "*")
         args = self._args(pair_dir)
         module = measurer(args["kind"])
-        opts = self._module_opts(module)
+        opts = self._module_opts(args["kind"])
         wanted = _wanted(module, pair_dir, args, opts)
         old = _read_result(pair_dir)
         if not opts.force and _is_current(old, wanted, opts):
@@ -496,7 +344,7 @@ class _Experiment:
     def run(self) -> Tally:
         todo = []
         for _seed, _frac, pair_dir in self.pairs:
-            if runs.is_done(pair_dir):
+            if runs.is_finished(pair_dir):
                 todo.append(pair_dir)
             else:
                 self.tally.unfinished += 1
@@ -525,7 +373,7 @@ class _Experiment:
     def _current_results(self) -> list[tuple[Path, dict]]:
         out = []
         for _seed, _frac, pair_dir in self.pairs:
-            if not runs.is_done(pair_dir):
+            if not runs.is_finished(pair_dir):
                 continue
             result = _read_result(pair_dir)
             if result is None:
@@ -533,7 +381,7 @@ class _Experiment:
             try:
                 args = self._args(pair_dir)
                 module = measurer(args["kind"])
-                wanted = _wanted(module, pair_dir, args, self._module_opts(module))
+                wanted = _wanted(module, pair_dir, args, self._module_opts(args["kind"]))
             except Exception:  # already reported when the pair was handled
                 continue
             if any(result.get(k) != v for k, v in wanted.items()):
@@ -617,7 +465,7 @@ def measure(folders: list[Path | str], opts: Options, cache: dict | None = None)
 
 
 def resolve_device(device: str | None) -> str:
-    from .train.image import resolve_device as trainer_device
+    from .kinds.image.train import resolve_device as trainer_device
 
     return trainer_device(device)
 
@@ -638,6 +486,3 @@ def cli_measure(args) -> int:
     return measure([Path(f) for f in args.runs_dirs], opts)
 
 
-__all__ = ["MEASURERS", "Options", "SkipPair", "measure", "cli_measure", "score_probe",
-           "probe_subset", "save_features", "similarity_rows", "format_metric", "format_float",
-           "warn", "note", "error"]

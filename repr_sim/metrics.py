@@ -442,15 +442,30 @@ class _Side:
         return (c / sd) @ v[:, :r] if self.feature_space else v[:, :r]
 
 
+    def truncated(self, k: int) -> _Side:
+        """This side at a smaller k, sharing every piece computed so far. Its neighbour lists
+        are the first k of these: the lists a search at k finds (the ranking is exact)."""
+        side = _Side(self.x, k, self.block_rows)
+        side.__dict__.update({key: value for key, value in self.__dict__.items()
+                              if key in _SHARED_PIECES})
+        idx, val = self.knn
+        side.__dict__["knn"] = (idx[:, :k].contiguous(), val[:, :k].contiguous())
+        return side
+
+
+# the cached pieces of a _Side that do not depend on k
+_SHARED_PIECES = ("centred", "gram", "sq_norms", "self_frob", "svcca_basis")
+
+
 class _Pair:
     """Two sides and the cross terms; each metric reads the cached pieces it needs."""
 
-    def __init__(self, a: torch.Tensor, b: torch.Tensor, topk: int, block_rows: int | None):
-        self.a = _Side(a, topk, block_rows)
-        self.b = _Side(b, topk, block_rows)
-        self.block_rows = block_rows
-        self.n = a.shape[0]
-        self.k = topk
+    def __init__(self, a: _Side, b: _Side):
+        self.a = a
+        self.b = b
+        self.block_rows = a.block_rows
+        self.n = a.n
+        self.k = a.topk
 
     @cached_property
     def matches(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -628,7 +643,7 @@ def score_all(a, b, *, metrics: Sequence[str] = METRICS, topk: int = 10,
     topk = _check_topk(topk)
     block_rows = _check_block_rows(block_rows)
     a, b = _check_pair(a, b, topk, names)
-    pair = _Pair(a, b, topk, block_rows)
+    pair = _Pair(_Side(a, topk, block_rows), _Side(b, topk, block_rows))
     return {name: float(_FUNCS[name](pair)) for name in names}
 
 
@@ -637,6 +652,20 @@ def score(metric: str, a, b, *, topk: int = 10, block_rows: int | None = None) -
     if not isinstance(metric, str):
         raise ValueError(f"metric must be a name, got {metric!r}")
     return score_all(a, b, metrics=[metric], topk=topk, block_rows=block_rows)[metric]
+
+
+# ---- null calibration (repr_sim.calibration, re-exported here) ----------------------------
+_CALIBRATION_NAMES = ("Calibrated", "calibrate_all", "calibrate_layers", "calibrate_values",
+                      "score_layers", "draw_permutations", "metric_s_max")
+
+
+def __getattr__(name: str):
+    # imported lazily: calibration builds on this module
+    if name in _CALIBRATION_NAMES:
+        from . import calibration
+
+        return getattr(calibration, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # ---- command line -------------------------------------------------------------------------

@@ -111,14 +111,28 @@ def _draw_fit(ax, row, lo: float, hi: float, scale: float = 1.0):
               frameon=False, handlelength=2.2, borderaxespad=0.0)
 
 
-def _fraction_axis(ax, positions: np.ndarray, width: float):
-    # Labelled ticks at 0, 0.2, ..., 1 on every panel, so panels with and without the
-    # empty-probe fractions line up (the text task split's thirds are labelled as such).
-    thirds = np.allclose(positions * 3, np.round(positions * 3), atol=1e-6)
-    fifths = np.allclose(positions * 5, np.round(positions * 5), atol=1e-6)
-    major = np.array([0, 1 / 3, 2 / 3, 1]) if thirds and not fifths else np.linspace(0, 1, 6)
-    ax.set_xticks(major, [_fraction_label(v) for v in major])
-    ax.set_xlim(min(0.0, positions.min()) - width, max(1.0, positions.max()) + width)
+MAX_TICK_LABELS = 6  # more fractions than this: every other tick keeps its label
+
+
+def fraction_ticks(fractions) -> tuple[np.ndarray, list[str]]:
+    """Tick positions and labels of an overlap axis: a tick at each fraction of the file and
+    nowhere else (ticks between the boxes made labels collide: "0 0.20.40.60.8 1"); with many
+    fractions (steps of 0.1) every other label is left blank, ends kept."""
+    ticks = np.unique(np.round(np.asarray(fractions, dtype=np.float64), 6))
+    step = 2 if ticks.size > MAX_TICK_LABELS else 1
+    labels = [_fraction_label(v) if (i % step == 0 or i == ticks.size - 1) else ""
+              for i, v in enumerate(ticks)]
+    if step == 2 and ticks.size % 2 == 0:  # the last label beside an odd one: drop that one
+        labels[-2] = ""
+    return ticks, labels
+
+
+def _fraction_axis(ax, positions: np.ndarray, width: float, fractions=None):
+    # Ticks at the file's fractions (all panels of a figure share them, so panels with and
+    # without the empty-probe fractions line up).
+    ticks, labels = fraction_ticks(positions if fractions is None else fractions)
+    ax.set_xticks(ticks, labels)
+    ax.set_xlim(min(0.0, ticks.min()) - width, max(1.0, ticks.max()) + width)
 
 
 def _grid(n: int, max_cols: int = 4):
@@ -145,16 +159,16 @@ def _wrap(title: str, width_in: float) -> str:
     return " \u00b7 ".join(parts[:cut]) + "\n" + " \u00b7 ".join(parts[cut:])
 
 
-def _figure(n_panels: int, suptitle: str, *, titles: bool = True):
+def _figure(n_panels: int, suptitle: str, *, titles: bool = True, extra_right: float = 0.0):
     rows, cols = _grid(n_panels)
     aw = AXES_W if n_panels > 1 else AXES_W_ALONE
     title = TITLE if titles else 0.05
-    width = LEFT + cols * aw + (cols - 1) * WGAP + RIGHT
+    width = LEFT + cols * aw + (cols - 1) * WGAP + RIGHT + extra_right
     suptitle = _wrap(suptitle, width)
     top = SUPTITLE + 0.17 * suptitle.count("\n")
     height = top + rows * (title + PANEL_H + BELOW) + XLABEL
     fig, axes = _pyplot().subplots(rows, cols, figsize=(width, height), squeeze=False)
-    fig.subplots_adjust(left=LEFT / width, right=1 - RIGHT / width,
+    fig.subplots_adjust(left=LEFT / width, right=1 - (RIGHT + extra_right) / width,
                         top=1 - (top + title) / height,
                         bottom=(BELOW + XLABEL) / height, wspace=WGAP / aw,
                         hspace=(BELOW + title) / PANEL_H)
@@ -172,7 +186,8 @@ def _style_axes(ax):
 
 def _suptitle(result: analysis.ResultFile, what: str) -> str:
     arch, _ = analysis.architecture(result)
-    bits = [analysis.ARCH_TITLES.get(arch, arch) if arch else None,
+    model = analysis.model_title(result.model)
+    bits = [model or (analysis.ARCH_TITLES.get(arch, arch) if arch else None),
             analysis.dataset_title(result.dataset) if result.dataset != "partition" else
             "ColorShapeDigit label partitions",
             analysis.OVERLAP_NAMES.get(result.split or ""), what]
@@ -200,6 +215,7 @@ def plot_scores(result: analysis.ResultFile, metric: str | None = "cka", table=N
     # line on the axis of an OOD probe spanning 0.3-0.7.
     what = metric_title(metric) if metric else _value_label(result).replace(" (%)", "").lower()
     fig, axes = _figure(len(columns), _suptitle(result, what), titles=result.has_metrics)
+    fractions = result.x_values(result.rows(metric))  # every panel gets the same ticks
     for i, (ax, column) in enumerate(zip(axes, columns, strict=True)):
         x, y = result.xy(column, metric)
         positions, groups = _groups(x, y * scale)
@@ -210,7 +226,7 @@ def plot_scores(result: analysis.ResultFile, metric: str | None = "cka", table=N
             ax.set_xticks(sorted(analysis.PARTITION_X.values()), ["1", "2", "3"])
             ax.set_xlim(-0.3, 1.3)
         else:
-            _fraction_axis(ax, positions, width)
+            _fraction_axis(ax, positions, width, fractions)
         if result.has_metrics:  # (a lone accuracy panel says it on its y axis)
             ax.set_title(table.loc[column, "title"])
         if i % _grid(len(columns))[1] == 0:
@@ -222,6 +238,8 @@ def plot_scores(result: analysis.ResultFile, metric: str | None = "cka", table=N
 
 
 def _value_label(result: analysis.ResultFile) -> str:
+    if result.kind in analysis.TRANSFER_KINDS:
+        return "Attack success rate"
     return "Validation loss" if result.kind == "loss" else "Test accuracy (%)"
 
 
@@ -271,9 +289,104 @@ def plot_result(result: analysis.ResultFile | Path | str, metric: str | None = "
         return plot_scores(result, metric, table)
 
 
+# ---- the study's v2 figures ------------------------------------------------------------------
+def _model_key(result: analysis.ResultFile) -> int:
+    titles = list(analysis.MODEL_TITLES)
+    return titles.index(result.model) if result.model in titles else len(titles)
+
+
+def _panel(ax, result: analysis.ResultFile, rule, metric, study, fractions):
+    """One file's box plot of its rule's first column (the study's model-size panels)."""
+    column = rule.columns[0]
+    keep_empty = study is not None  # the study's filter is by overlap only
+    drop_x = rule.drop_x if study is not None else None
+    x, y = result.xy(column, metric, keep_empty=keep_empty, drop_x=drop_x)
+    stats = analysis.fit(x, y, what=f"{result.path}: column '{column}'", n_perm=0, n_boot=0,
+                         standardize_x=result.x_column == "partition")
+    positions, groups = _groups(x, y)
+    width = _draw_boxes(ax, positions, groups)
+    _draw_fit(ax, stats, float(positions.min()), float(positions.max()))
+    if result.x_column == "partition":
+        ax.set_xticks(sorted(analysis.PARTITION_X.values()), ["1", "2", "3"])
+        ax.set_xlim(-0.3, 1.3)
+    else:
+        _fraction_axis(ax, positions, width, fractions)
+    ax.set_title(analysis.model_title(result.model) or result.path.stem)
+    _style_axes(ax)
+
+
+def plot_model_sizes(results, metric: str | None = None, *, study: str | None = "v2"):
+    """One figure, one panel per model size (the study's v2 figures): each file's box plot
+    of the probe (and rows) of its v2 table, the OLS line, R^2 and MI in the legend."""
+    results = sorted(results, key=_model_key)
+    if not results:
+        raise UserError("no result files to plot")
+    first = results[0]
+    rule = analysis.v2_rule(first)
+    metric = metric or rule.metric
+    arch, _ = analysis.architecture(first)
+    family = {"resnet": "ResNet", "vit": "ViT"}.get(arch, analysis.ARCH_TITLES.get(arch, arch))
+    what = metric_title(metric) if metric else _value_label(first)
+    data = (analysis.dataset_title(first.dataset) if first.dataset != "partition"
+            else "ColorShapeDigit label partitions")
+    probe = analysis.probe_title(rule.columns[0], dataset=first.dataset, split=first.split)
+    bits = [family, data, analysis.OVERLAP_NAMES.get(first.split or ""), f"{what} ({probe})"]
+    with _pyplot().rc_context(STYLE):
+        fig, axes = _figure(len(results), " \u00b7 ".join(b for b in bits if b))
+        cols = _grid(len(results))[1]
+        for i, (ax, result) in enumerate(zip(axes, results, strict=True)):
+            fractions = result.x_values(result.rows(metric))
+            _panel(ax, result, analysis.v2_rule(result), metric, study, fractions)
+            if i % cols == 0:
+                ax.set_ylabel(what)
+        fig.supxlabel(_x_label(first), y=0.04 / fig.get_figheight(), va="bottom",
+                      fontsize=STYLE["axes.labelsize"])
+    return fig
+
+
+COLOURBAR_W = 0.85  # inches on the right of a scatter figure: the bar and its labels
+
+
+def plot_consequences(joined, table, metric: str = "cka", title: str = ""):
+    """Transfer success against similarity, one panel per probe, coloured by overlap (a
+    sequential colormap, with a colour bar: readable without telling hues apart)."""
+    plt = _pyplot()
+    probes = list(table.index)
+    what = f"transfer attack success against {metric_title(metric)}"
+    suptitle = f"{title} \u00b7 {what}" if title else what[:1].upper() + what[1:]
+    with plt.rc_context(STYLE):
+        fig, axes = _figure(len(probes), suptitle, extra_right=COLOURBAR_W)
+        overlap = joined["frac_overlap"].to_numpy(dtype=np.float64)
+        scatter = None
+        for i, (ax, probe) in enumerate(zip(axes, probes, strict=True)):
+            keep = joined[f"keep_{probe}"].to_numpy(dtype=bool)
+            scatter = ax.scatter(joined[probe][keep], joined["transfer_asr"][keep],
+                                 c=overlap[keep], cmap="viridis", vmin=0.0, vmax=1.0, s=14,
+                                 edgecolors="#333333", linewidths=0.4)
+            row = table.loc[probe]
+            (handle,) = ax.plot([], [], linestyle="none", marker="none",
+                                label=f"\u03c1 = {row['spearman_rho']:.2f}, partial "
+                                      f"{row['partial_rho']:.2f}\nMI = "
+                                      f"{row['mutual_information']:.2f}")
+            ax.legend(handles=[handle], loc="upper center", bbox_to_anchor=(0.5, -0.16),
+                      frameon=False, handlelength=0)
+            ax.set_title(row.get("title", probe))
+            ax.set_xlabel(metric_title(metric))
+            if i % _grid(len(probes))[1] == 0:
+                ax.set_ylabel("Transfer attack success")
+            _style_axes(ax)
+        # the colour bar in the room reserved on the right, as tall as the first row of panels
+        box = axes[0].get_position()
+        width = fig.get_figwidth()
+        cax = fig.add_axes([1 - (COLOURBAR_W - 0.12) / width, box.y0, 0.1 / width, box.height])
+        bar = fig.colorbar(scatter, cax=cax)
+        bar.set_label("Overlap fraction")
+    return fig
+
+
 def save_figure(fig, out: Path | str, *, dpi: int = 200) -> Path:
     """Write the figure atomically; the format follows the suffix (.pdf, .png, .svg)."""
-    from .runs import atomic_path
+    from .atomic import atomic_path
 
     out = Path(out)
     if out.suffix.lower() not in FORMATS:

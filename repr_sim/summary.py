@@ -9,9 +9,18 @@ accuracy file, per label set for the partition file; validation losses of text m
 they are.
 
 A file's kind comes from its header; its architecture from the run metadata
-(`<stem>.json` with an "arch" key) or else its name (resnet, vae, gpt/nanogpt); a file
-whose architecture neither tells is averaged as an architecture of its own, "unknown",
-and says so. Tables that reprsim itself wrote into the folder are skipped.
+(`<stem>.json` with an "arch" key) or else its name (resnet, vae, gpt/nanogpt, vit, llama,
+diffusion); a file whose architecture neither tells is averaged as an architecture of its
+own, "unknown", and says so. Tables that reprsim itself wrote into the folder are skipped.
+The folder is searched recursively (the study's v2 layout has `different_model_size_*/` and
+`llm_*/` subfolders); transfer-attack and jailbreak files are listed but enter no table
+(`reprsim consequences` reads them).
+
+`study="v2"`: each file's MI and R^2 come from the table the study's v2 notebook made for it
+(analysis.v2_rule: one probe column for most files, cknna for the diffusion files, the -1
+rows of the nanoGPT task file kept); the rest is the same two-level mean (PROTOCOL_V2
+section 7). Beside the long accuracy table, `acc_by_model` lays the accuracies out as the
+study did: per model, rows = datasets and label sets, columns = kinds of overlap.
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ import pandas as pd
 
 from . import analysis
 from .analysis import OVERLAP_NAMES, ResultFile
+from .atomic import atomic_write_text
 from .errors import UserError
 
 HEADLINE = ("Dataset Overlap", "Task Overlap", "Task + Dataset Overlap")
@@ -34,28 +44,62 @@ ACC_COLUMNS = ("architecture", "dataset", "overlap", "label_set", "quantity", "n
                "std", "value", "file")
 
 
+# Folders of the study's v2 layout that its notebook does not read: copies of the v1
+# from-scratch ResNet-18 files (PROTOCOL_V2 section 9); reading them would count them twice.
+SKIPPED_FOLDERS = {"pretrain_resnet18": "v1 ResNet-18 copies the study's notebook does not read",
+                   "resnet_train_from_scratch": "v1 ResNet-18 copies the study's notebook does "
+                                                "not read"}
+TRANSFER_NOTE = "transfer success (enters no table; see reprsim consequences)"
+
+
 @dataclass
 class Summary:
     mi: pd.DataFrame        # index mutual_information, r_squared; columns HEADLINE
     by_arch: pd.DataFrame   # the same per architecture (rows: architecture x statistic)
     acc: pd.DataFrame       # ACC_COLUMNS
     files: pd.DataFrame     # one row per CSV: where it went and why
+    acc_by_model: pd.DataFrame = None  # the study's v2 layout (acc_by_model); may be empty
+    study: str | None = None
 
 
 # ---- finding the files ------------------------------------------------------------------
+def label(path: Path, folder: Path) -> str:
+    """A file's name in listings: its path under the results folder."""
+    return path.relative_to(folder).as_posix()
+
+
+def _csv_files(folder: Path) -> tuple[list[Path], list]:
+    """Every *.csv under the folder (sorted by relative path) and the folders left out."""
+    paths, skipped = [], []
+    for path in sorted(folder.rglob("*.csv"), key=lambda p: label(p, folder)):
+        parts = path.relative_to(folder).parts[:-1]
+        if any(part.startswith(".") for part in parts):
+            continue
+        hit = next((part for part in parts if part in SKIPPED_FOLDERS), None)
+        if hit:
+            skipped.append((label(path, folder), SKIPPED_FOLDERS[hit]))
+            continue
+        paths.append(path)
+    return paths, skipped
+
+
 def scan(folder: Path | str, *, exclude: tuple[str, ...] = ()) -> tuple[list[ResultFile], list]:
-    """(result files, [(name, reason)] skipped): every *.csv in the folder, sorted by name."""
+    """(result files, [(name, reason)] skipped): every *.csv under the folder (recursively),
+    sorted by path. --exclude patterns match the file name or its path under the folder."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"{folder}: no such folder")
-    results, skipped = [], []
-    for path in sorted(folder.glob("*.csv")):
-        if any(fnmatch.fnmatch(path.name, pattern) for pattern in exclude):
-            skipped.append((path.name, "excluded (--exclude)"))
+    results = []
+    paths, skipped = _csv_files(folder)
+    for path in paths:
+        name = label(path, folder)
+        if any(fnmatch.fnmatch(path.name, pattern) or fnmatch.fnmatch(name, pattern)
+               for pattern in exclude):
+            skipped.append((name, "excluded (--exclude)"))
             continue
         header = analysis.read_header(path)
         if analysis.is_output_header(header):
-            skipped.append((path.name, "a table written by reprsim"))
+            skipped.append((name, "a table written by reprsim"))
             continue
         results.append(analysis.read_result(path))
     return results, skipped
@@ -67,31 +111,38 @@ def _companion_stem(stem: str) -> str:
     return re.sub(r"_(acc|loss)(?=_|$)", "", stem)
 
 
-def split_of(result: ResultFile, by_stem: dict[str, ResultFile]) -> str | None:
+def split_of(result: ResultFile, by_stem: dict[Path, ResultFile]) -> str | None:
     """The split kind; an accuracy file without metadata borrows its similarity file's."""
     if result.kind in ("similarity", "partition", "partition_accuracy"):
         return result.split
     from_meta = analysis.split_from_meta(result.meta)
     if from_meta:
         return from_meta
-    companion = by_stem.get(_companion_stem(result.path.stem))
+    companion = by_stem.get(result.path.with_name(_companion_stem(result.path.stem)))
     if companion is not None and companion is not result and companion.kind == "similarity":
         return companion.split
     return analysis.split_from_name(result.path)
 
 
 # ---- the MI table -----------------------------------------------------------------------
-def file_scores(result: ResultFile, metric: str = "cka") -> tuple[float, float, tuple[str, ...]]:
+def file_scores(result: ResultFile, metric: str | None = "cka", study: str | None = None
+                ) -> tuple[float, float, tuple[str, ...]]:
     """(mean MI, mean R^2, columns used) of one similarity or partition file."""
+    # The headline needs only MI and R^2: no permutations, no bootstrap.
+    if study is not None:
+        table = analysis.analyze_study(result, metric, study, n_perm=0, n_boot=0)
+        columns = analysis.v2_rule(result).columns
+        return (float(table["mutual_information"].mean()), float(table["r_squared"].mean()),
+                tuple(columns))
     columns = result.value_columns
     if result.kind == "partition":
-        missing = [c for c in analysis.PARTITION_PROBES if c not in columns]
-        if missing:
-            raise UserError(f"{result.path}: label-partition file lacks column '{missing[0]}' "
-                            "that the headline table uses")
-        columns = analysis.PARTITION_PROBES
-    # The headline needs only MI and R^2: no permutations, no bootstrap.
-    table = analysis.analyze(result, metric, columns=columns, n_perm=0, n_boot=0)
+        # the study's four probe columns (PROTOCOL section 4); the v2 files have only the
+        # first, which is required
+        if analysis.PARTITION_VAL_PROBE not in columns:
+            raise UserError(f"{result.path}: label-partition file lacks column "
+                            f"'{analysis.PARTITION_VAL_PROBE}' that the headline table uses")
+        columns = tuple(c for c in analysis.PARTITION_PROBES if c in columns)
+    table = analysis.analyze(result, metric or "cka", columns=columns, n_perm=0, n_boot=0)
     return (float(table["mutual_information"].mean()), float(table["r_squared"].mean()),
             tuple(columns))
 
@@ -129,7 +180,7 @@ def _stat_row(values: np.ndarray, *, scale: float, decimals: int) -> dict:
             "value": f"{mean:.{decimals}f} \u00b1 {std:.{decimals}f}"}
 
 
-def accuracy_rows(result: ResultFile, arch: str, overlap: str) -> list[dict]:
+def accuracy_rows(result: ResultFile, arch: str, overlap: str, name: str = "") -> list[dict]:
     """Rows of the accuracy table for one accuracy, loss or partition-accuracy file."""
     data = result.data
     column = result.value_columns[0]
@@ -137,7 +188,8 @@ def accuracy_rows(result: ResultFile, arch: str, overlap: str) -> list[dict]:
     if data.empty:
         raise UserError(f"{result.path}: every row is -1; nothing to average")
     base = {"architecture": arch, "dataset": analysis.dataset_title(result.dataset) or "",
-            "overlap": overlap, "label_set": "", "file": result.name}
+            "overlap": overlap, "label_set": "", "file": name or result.name,
+            "model": result.model or ""}
     if result.kind == "loss":
         return [{**base, "quantity": "validation loss",
                  **_stat_row(data[column], scale=1.0, decimals=3)}]
@@ -156,33 +208,72 @@ def accuracy_rows(result: ResultFile, arch: str, overlap: str) -> list[dict]:
     return rows
 
 
-# ---- everything together ----------------------------------------------------------------
-def summarize(folder: Path | str, *, metric: str = "cka",
-              exclude: tuple[str, ...] = ()) -> Summary:
-    analysis.check_metric(metric)
+def _model_order(model: str) -> int:
+    titles = list(analysis.MODEL_TITLES)
+    return titles.index(model) if model in titles else len(titles)
+
+
+def acc_by_model(acc: pd.DataFrame) -> pd.DataFrame:
+    """The study's v2 accuracy table: per model (of the files that name one), a row per
+    dataset and per label set, a column per kind of overlap ("mean \u00b1 std")."""
+    rows = acc[(acc["model"] != "") & (acc["quantity"] == "accuracy (%)")]
+    if rows.empty:
+        return pd.DataFrame()
+    row = np.where(rows["label_set"] != "", rows["label_set"], rows["dataset"])
+    # datasets first, then the label sets in partition order (as the files list them)
+    first = {r: (bool(ls), i) for i, (r, ls) in enumerate(zip(row, rows["label_set"],
+                                                            strict=True))}
+    rows = rows.assign(row=row, order=rows["model"].map(_model_order),
+                       row_order=[first[r] for r in row])
+    table = rows.pivot_table(index=["architecture", "order", "model", "row_order", "row"],
+                             columns="overlap", values="value", aggfunc="first", sort=True)
+    table = table.reindex(columns=[c for c in HEADLINE if c in table.columns]).fillna("")
+    table = table.reset_index().drop(columns=["order", "row_order"])
+    table.insert(2, "title", table["model"].map(analysis.model_title))
+    table.columns.name = None
+    return table
+
+
+def _placed_row(result: ResultFile, name: str, by_stem, metric, study) -> tuple[dict, list]:
+    """(the listing's row for one result file, its accuracy rows)."""
+    arch, source = analysis.architecture(result)
+    arch = arch or "unknown"
+    overlap = OVERLAP_NAMES.get(split_of(result, by_stem) or "", "")
+    row = {"file": name, "kind": result.kind, "overlap": overlap or "unknown split",
+           "architecture": arch, "arch_from": source,
+           "dataset": analysis.dataset_title(result.dataset) or "",
+           "mutual_information": np.nan, "r_squared": np.nan, "columns": ""}
+    if result.kind in ("similarity", "partition"):
+        mi, r2, columns = file_scores(result, metric, study)
+        row.update(placed_in=overlap, mutual_information=mi, r_squared=r2,
+                   columns=" ".join(columns))
+        return row, []
+    if result.kind in analysis.TRANSFER_KINDS:
+        row["placed_in"] = f"skipped: {TRANSFER_NOTE}"
+        return row, []
+    row["placed_in"] = ACCURACY_TABLE
+    return row, accuracy_rows(result, arch, row["overlap"], name)
+
+
+def summarize(folder: Path | str, *, metric: str | None = None, exclude: tuple[str, ...] = (),
+              study: str | None = None) -> Summary:
+    """The headline tables of a results folder, under this project's rules (study None) or
+    the study's v2 rules (study "v2"); metric None: cka (v2: the study's choice per file)."""
+    if metric is not None:
+        analysis.check_metric(metric)
+    if study is not None and study not in analysis.STUDIES:
+        raise UserError(f"unknown study '{study}' (choose one of: {', '.join(analysis.STUDIES)})")
+    folder = Path(folder)
     results, skipped = scan(folder, exclude=exclude)
     if not results:
         raise UserError(f"{folder}: no result files (*.csv with a header of PROTOCOL "
                         "section 3) in this folder")
-    by_stem = {r.path.stem: r for r in results}
+    by_stem = {r.path.with_suffix(""): r for r in results}
     placed, acc_rows = [], []
     for result in results:
-        arch, source = analysis.architecture(result)
-        arch = arch or "unknown"
-        split = split_of(result, by_stem)
-        overlap = OVERLAP_NAMES.get(split or "", "")
-        row = {"file": result.name, "kind": result.kind, "overlap": overlap or "unknown split",
-               "architecture": arch, "arch_from": source,
-               "dataset": analysis.dataset_title(result.dataset) or "",
-               "mutual_information": np.nan, "r_squared": np.nan, "columns": ""}
-        if result.kind in ("similarity", "partition"):
-            mi, r2, columns = file_scores(result, metric)
-            row.update(placed_in=overlap, mutual_information=mi, r_squared=r2,
-                       columns=" ".join(columns))
-        else:
-            row["placed_in"] = ACCURACY_TABLE
-            acc_rows.extend(accuracy_rows(result, arch, row["overlap"]))
+        row, rows = _placed_row(result, label(result.path, folder), by_stem, metric, study)
         placed.append(row)
+        acc_rows.extend(rows)
     for name, reason in skipped:
         placed.append({"file": name, "kind": "", "overlap": "", "architecture": "",
                        "arch_from": "",
@@ -190,8 +281,37 @@ def summarize(folder: Path | str, *, metric: str = "cka",
                        "mutual_information": np.nan, "r_squared": np.nan, "columns": ""})
     files = pd.DataFrame(placed)
     mi, by_arch = headline(files)
-    acc = pd.DataFrame(acc_rows, columns=list(ACC_COLUMNS))
-    return Summary(mi=mi, by_arch=by_arch, acc=acc, files=files)
+    full = pd.DataFrame(acc_rows, columns=[*ACC_COLUMNS, "model"])
+    return Summary(mi=mi, by_arch=by_arch, acc=full[list(ACC_COLUMNS)], files=files,
+                   acc_by_model=acc_by_model(full), study=study)
+
+
+def compare(project: Summary, study: Summary) -> pd.DataFrame:
+    """Both headline tables side by side, overall and per architecture (rows: architecture,
+    statistic, rules; 'difference' = study minus project)."""
+    frames = []
+    for arch, a, b in [("all", project.mi, study.mi),
+                       *((x, _arch_rows(project, x), _arch_rows(study, x))
+                         for x in sorted(set(_arches(project)) | set(_arches(study))))]:
+        for stat in ("mutual_information", "r_squared"):
+            pa = a.loc[stat] if stat in a.index else pd.Series(np.nan, index=list(HEADLINE))
+            pb = b.loc[stat] if stat in b.index else pd.Series(np.nan, index=list(HEADLINE))
+            for rules, values in (("project", pa), (f"study {study.study}", pb),
+                                  ("difference", pb - pa)):
+                frames.append({"architecture": arch, "statistic": stat, "rules": rules,
+                               **{h: float(values.get(h, np.nan)) for h in HEADLINE}})
+    return pd.DataFrame(frames).set_index(["architecture", "statistic", "rules"])
+
+
+def _arches(summary: Summary) -> list[str]:
+    return list(summary.by_arch.index.get_level_values(0).unique()) if len(summary.by_arch) \
+        else []
+
+
+def _arch_rows(summary: Summary, arch: str) -> pd.DataFrame:
+    if arch not in _arches(summary):
+        return pd.DataFrame(columns=list(HEADLINE))
+    return summary.by_arch.xs(arch, level="architecture")
 
 
 # ---- output -----------------------------------------------------------------------------
@@ -222,11 +342,15 @@ def format_files(files: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def format_summary(summary: Summary, metric: str = "cka") -> str:
+def format_summary(summary: Summary, metric: str | None = "cka") -> str:
     mi = summary.mi.to_string(float_format=lambda v: f"{v:.3f}")
+    if summary.study:
+        how = (f"study {summary.study} rules: {metric or 'cka, cknna for diffusion'}; each "
+               "file's table (PROTOCOL_V2 section 7)")
+    else:
+        how = f"{metric or 'cka'}; mean over probe columns"
     parts = ["Files:", format_files(summary.files), "",
-             f"Headline table ({metric}; mean over probe columns, then files of an "
-             "architecture, then architectures):", mi]
+             f"Headline table ({how}, then files of an architecture, then architectures):", mi]
     if len(summary.by_arch):
         parts += ["", "Per architecture:",
                   summary.by_arch.to_string(float_format=lambda v: f"{v:.3f}", na_rep="-")]
@@ -234,6 +358,10 @@ def format_summary(summary: Summary, metric: str = "cka") -> str:
         shown = summary.acc[["architecture", "dataset", "overlap", "label_set", "quantity",
                              "n", "value"]]
         parts += ["", "Accuracy table (mean \u00b1 sample std):", shown.to_string(index=False)]
+    if summary.acc_by_model is not None and len(summary.acc_by_model):
+        shown = summary.acc_by_model.drop(columns=["model"])
+        parts += ["", "Accuracy per model (%, mean \u00b1 sample std over both models, seeds "
+                  "and overlaps):", shown.to_string(index=False)]
     return "\n".join(parts)
 
 
@@ -270,48 +398,103 @@ def latex_acc(acc: pd.DataFrame) -> str:
                     rows, "lllllr")
 
 
-def write_summary(summary: Summary, out: Path | str, *, latex: bool = False) -> list[Path]:
-    from .runs import atomic_write_text
+def latex_acc_by_model(table: pd.DataFrame) -> str:
+    """One tabular per architecture: model, dataset or label set, a column per overlap."""
+    columns = [c for c in HEADLINE if c in table.columns]
+    parts = []
+    for arch, rows in table.groupby("architecture", sort=True):
+        body = [[_tex(r["title"]), _tex(r["row"]),
+                 *(f"${r[c]}$".replace("\u00b1", r"\pm") if r[c] else "--" for c in columns)]
+                for _, r in rows.iterrows()]
+        parts.append(f"% {arch}\n" + _tabular(["Model", "Data"] + [_tex(c) for c in columns],
+                                               body, "ll" + "r" * len(columns)))
+    return "\n\n".join(parts)
 
+
+def write_summary(summary: Summary, out: Path | str, *, latex: bool = False) -> list[Path]:
     out = Path(out)
     written = [out / "summary_mi.csv", out / "summary_acc.csv"]
     atomic_write_text(written[0], summary.mi.to_csv())
     atomic_write_text(written[1], summary.acc.to_csv(index=False))
+    by_model = summary.acc_by_model is not None and len(summary.acc_by_model)
+    if by_model:
+        written.append(out / "summary_acc_by_model.csv")
+        atomic_write_text(written[-1], summary.acc_by_model.to_csv(index=False))
     if latex:
         written += [out / "summary_mi.tex", out / "summary_acc.tex"]
-        atomic_write_text(written[2], latex_mi(summary.mi) + "\n")
-        atomic_write_text(written[3], latex_acc(summary.acc) + "\n")
+        atomic_write_text(written[-2], latex_mi(summary.mi) + "\n")
+        atomic_write_text(written[-1], latex_acc(summary.acc) + "\n")
+        if by_model:
+            written.append(out / "summary_acc_by_model.tex")
+            atomic_write_text(written[-1], latex_acc_by_model(summary.acc_by_model) + "\n")
     return written
+
+
+def write_compare(table: pd.DataFrame, out: Path | str) -> Path:
+    path = Path(out) / "summary_compare.csv"
+    atomic_write_text(path, table.to_csv())
+    return path
 
 
 # ---- the notebook's loop ----------------------------------------------------------------
 def render_folder(folder: Path | str, *, metric: str = "cka",
                   formats: tuple[str, ...] = (".png", ".pdf")) -> list[dict]:
     """Table and figure(s) beside every result file of a folder; one dict per file."""
+    results, _ = scan(folder)
+    return [render_result(result, metric=metric, formats=formats) for result in results]
+
+
+def rendered_paths(path: Path, has_metrics: bool, *, metric: str = "cka",
+                   formats: tuple[str, ...] = (".png", ".pdf"),
+                   all_metrics: bool = False) -> list[Path]:
+    """What render_result writes beside a result file: table, figures, all-metrics table."""
+    stem = Path(path).with_suffix("")
+    tag = f"_{metric}" if has_metrics else ""
+    paths = [Path(f"{stem}{tag}_table.csv"), *(Path(f"{stem}{tag}{s}") for s in formats)]
+    if all_metrics and has_metrics:
+        paths.append(Path(f"{stem}_all_metrics_table.csv"))
+    return paths
+
+
+def render_result(result: ResultFile | Path | str, *, metric: str = "cka",
+                  formats: tuple[str, ...] = (".png", ".pdf"),
+                  all_metrics: bool = False) -> dict:
+    """The analysis table and box plot(s) of one result file, written beside it (and, with
+    `all_metrics`, the table over all eight metrics): what the notebook and the demo draw."""
     from . import plots
 
-    done = []
-    results, _ = scan(folder)
-    for result in results:
-        stem = result.path.with_suffix("")
-        tag = f"_{metric}" if result.has_metrics else ""
-        table = analysis.analyze(result, metric)
-        table_path = analysis.write_table(table, f"{stem}{tag}_table.csv")
-        fig = plots.plot_result(result, metric, table=table)
-        figures = [plots.save_figure(fig, f"{stem}{tag}{suffix}") for suffix in formats]
-        plots.close(fig)
-        done.append({"result": result, "table": table, "table_path": table_path,
-                     "figures": figures})
-    return done
+    if not isinstance(result, ResultFile):
+        result = analysis.read_result(result)
+    paths = rendered_paths(result.path, result.has_metrics, metric=metric, formats=formats,
+                           all_metrics=all_metrics)
+    table = analysis.analyze(result, metric if result.has_metrics else None)
+    table_path = analysis.write_table(table, paths[0])
+    fig = plots.plot_result(result, metric if result.has_metrics else None, table=table)
+    figures = [plots.save_figure(fig, p) for p in paths[1:1 + len(formats)]]
+    plots.close(fig)
+    if all_metrics and result.has_metrics:
+        analysis.write_table(analysis.analyze_all_metrics(result), paths[-1])
+    return {"result": result, "table": table, "table_path": table_path, "figures": figures,
+            "paths": paths}
 
 
 def cli_summary(args) -> int:
-    metric = getattr(args, "metric", "cka")
-    summary = summarize(args.results_dir, metric=metric,
-                        exclude=tuple(getattr(args, "exclude", None) or ()))
+    metric = getattr(args, "metric", None)
+    study = getattr(args, "study", None)
+    exclude = tuple(getattr(args, "exclude", None) or ())
+    summary = summarize(args.results_dir, metric=metric, exclude=exclude, study=study)
+    out = args.out or args.results_dir
     print(format_summary(summary, metric))
-    written = write_summary(summary, args.out or args.results_dir, latex=args.latex)
+    written = write_summary(summary, out, latex=args.latex)
     if args.latex:
         print("\n" + latex_mi(summary.mi) + "\n\n" + latex_acc(summary.acc))
+    if getattr(args, "compare", False):
+        other = summarize(args.results_dir, metric=metric, exclude=exclude,
+                          study=None if study else "v2")
+        project, v2 = (other, summary) if study else (summary, other)
+        table = compare(project, v2)
+        print("\nProject rules vs the study's v2 rules:")
+        print(table.loc["all"].to_string(float_format=lambda v: f"{v:.3f}"))
+        written.append(write_compare(table, out))
     print("\nwrote " + ", ".join(str(p) for p in written))
     return 0

@@ -1,11 +1,18 @@
-"""`reprsim sweep`: experiments -> (seed, frac) tasks -> a SLURM job array or a local loop.
+"""`reprsim sweep`: experiments -> (seed, frac) tasks -> a launcher (serial, pool, SLURM).
 
-Works for any experiment kind that `reprsim train` trains (image, text): a task is
-(experiment, seed, frac), a task is finished when its pair folder has a `done` marker,
-and running a task means `reprsim train EXPERIMENT --seed S --frac F [train args]`.
+The one planner and its launchers, for every experiment kind (repr_sim.kinds) and for the
+built-in demo: a task is (experiment, seed, frac), a task is finished when its pair
+folder's status record says so (repr_sim.runs.is_finished), and running a task means
+`reprsim train EXPERIMENT --seed S --frac F [train args]` (repr_sim.train.run_task).
 
-Choosing the launcher: `--launcher slurm|local`, else $LAUNCHER (slurm|local|auto), else
-auto: SLURM when `sbatch` is on the PATH and `sinfo` answers.
+Choosing the launcher: `--launcher slurm|pool|local`, else $LAUNCHER (slurm|pool|local|
+auto), else auto: SLURM when `sbatch` is on the PATH and `sinfo` answers, else local.
+
+Pool. `--launcher pool --workers N` (default: one per usable CPU) trains N pairs at once
+on this machine, in worker processes forked from a server that imported the kinds' stacks
+once (their declarations' `preload`), each with an equal share of the CPU threads. Each
+task's output goes to `<log dir>/pool/<experiment>_seed<S>_frac<F>.log`; the terminal
+shows one line per finished pair (and a bar on a terminal).
 
 SLURM. Per experiment with pending tasks: the task list is written (atomically) to
 `<log dir>/tasks/<experiment>_<time>_<pid>.tsv`, one `experiment<TAB>seed<TAB>frac` line
@@ -43,16 +50,17 @@ import shlex
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from concurrent.futures import as_completed
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from . import experiments, runs
+from . import experiments, kinds, runs
 from .errors import UserError
-from .paths import data_root, runs_root
+from .paths import data_root, runs_root, usable_cpus
 
-LAUNCHERS = ("auto", "slurm", "local")
+LAUNCHERS = ("auto", "slurm", "pool", "local")
 SBATCH_SCRIPT = "run_train.sh"
 LOG_DIR = "log_dir"
 
@@ -62,6 +70,7 @@ class Task:
     experiment: str  # a name `reprsim train` finds, or a config path
     seed: int
     frac: float
+    cfg: dict | None = field(default=None, compare=False)  # a resolved config (the demo's)
 
     def line(self) -> str:
         return f"{self.experiment}\t{self.seed}\t{self.frac!r}\n"
@@ -107,14 +116,34 @@ def _task_name(cfg: dict) -> str:
     return cfg["config_path"]
 
 
-def plan(experiment: str, seeds=None, fracs=None) -> Plan:
-    """Expand one experiment into tasks, narrowed to `seeds`/`fracs`; drop finished pairs."""
-    cfg = experiments.load(experiment)
-    name = _task_name(cfg)
-    tasks = [Task(name, s, f) for s, f in experiments.tasks(cfg, seeds, fracs)]
+def plan(experiment: str | dict, seeds=None, fracs=None) -> Plan:
+    """Expand one experiment (a name, a config path, or a resolved config) into tasks,
+    narrowed to `seeds`/`fracs`; drop finished pairs."""
+    given = isinstance(experiment, dict)
+    cfg = experiment if given else kinds.load(experiment)
+    name = cfg["name"] if given else _task_name(cfg)
+    tasks = [Task(name, s, f, cfg if given else None)
+             for s, f in experiments.tasks(cfg, seeds, fracs)]
     exp_dir = experiments.experiment_dir(cfg)
-    pending = [t for t in tasks if not runs.is_done(runs.pair_dir(exp_dir, t.seed, t.frac))]
+    pending = [t for t in tasks if not runs.is_finished(runs.pair_dir(exp_dir, t.seed, t.frac))]
     return Plan(cfg, tasks, pending)
+
+
+def refuse_other_configs(plan: Plan, what: str = "another config") -> None:
+    """A pair folder of the plan trained with another config is an error (the trainer would
+    skip a finished pair without looking at its config): one line naming the folder."""
+    from .pair import config_mismatch
+
+    defaults = kinds.get(plan.cfg["kind"]).defaults
+    for task in plan.tasks:
+        folder = task_folder(task)
+        if not (folder / "args.json").is_file():
+            continue
+        recorded = runs.read_json(folder / "args.json").get("config", {})
+        diff = config_mismatch(recorded, plan.cfg, defaults)
+        if diff:
+            raise UserError(f"{folder} was trained with {what} ({diff}); delete "
+                            f"{folder.parent.parent} and run again")
 
 
 # ---------------------------------------------------------------------------------------
@@ -216,10 +245,11 @@ def submit(plan: Plan, *, script: Path | None, log_dir: Path | None, sbatch_args
 
 
 def run_task(task: Task, train_args: list[str]) -> int:
-    """`reprsim train` for one task, in this process; returns its exit code."""
-    from .cli import main
+    """`reprsim train` for one task, in this process; returns its exit code (2 and one
+    error line for bad input, as the command gives)."""
+    from . import train
 
-    return main(task.train_argv(train_args))
+    return train.run_task(task.experiment, task.seed, task.frac, train_args, cfg=task.cfg)
 
 
 def run_local(tasks: list[Task], train_args: list[str]) -> int:
@@ -229,12 +259,122 @@ def run_local(tasks: list[Task], train_args: list[str]) -> int:
         code = run_task(task, train_args)
         if code != 0:
             failed.append((task, code))
+    return report_failed(failed, len(tasks))
+
+
+def report_failed(failed: list, n_tasks: int) -> int:
     for task, code in failed:
         print(f"failed (exit {code}): {task.experiment} seed {task.seed} frac {task.frac:g}",
               file=sys.stderr)
     if failed:
-        print(f"{len(failed)} of {len(tasks)} task(s) failed", file=sys.stderr)
+        print(f"{len(failed)} of {n_tasks} task(s) failed", file=sys.stderr)
     return 1 if failed else 0
+
+
+def pool_workers(requested: int | None) -> int:
+    """--workers, else one worker per usable CPU."""
+    if requested is not None and requested < 1:
+        raise UserError(f"--workers must be at least 1, got {requested}")
+    return requested or usable_cpus()
+
+
+def worker_env() -> dict[str, str]:
+    """The environment of a pool's jobs: absolute roots, quiet bars, offline."""
+    env = {k: v for k, v in job_environment().items()
+           if k in ("REPRSIM_RUNS", "REPRSIM_DATA", "REPRSIM_VERIFY")}
+    return {**env, "TQDM_DISABLE": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+            "MPLBACKEND": "Agg"}
+
+
+def preload_of(tasks: list[Task]) -> list[str]:
+    """What the workers import once: the preload lists of the tasks' kinds."""
+    names = {(t.cfg or kinds.load(t.experiment))["kind"] for t in tasks}
+    return sorted({m for k in names for m in kinds.get(k).preload})
+
+
+def task_log(log_dir: Path, task: Task) -> Path:
+    return log_dir / "pool" / f"{Path(task.experiment).stem}_seed{task.seed}_frac{task.frac:g}.log"
+
+
+def run_pool(tasks: list[Task], train_args: list[str], *, workers: int, log_dir: Path,
+             pool=None, log_for=None, on_done=None) -> int:
+    """Train `tasks` in `workers` processes (or in the given repr_sim.pool.Pool), in order.
+    Each task's output goes to `log_for(task)` (default: task_log). The terminal gets one
+    line per finished pair, and on a terminal a bar over the pairs' steps (their status
+    records). `on_done(task, exit code)` is called as each pair finishes."""
+    from .pool import Pool
+
+    log_for = log_for or (lambda t: task_log(log_dir, t))
+    own = pool is None
+    if own:
+        threads = max(1, usable_cpus() // workers)
+        pool = Pool(workers, preload_of(tasks), worker_env(), threads)
+    failed = []
+    futures = {pool.submit(log_for(t), run_task, t, train_args): t for t in tasks}
+    bar = StepsBar([task_folder(t) for t in tasks])
+    bar.write(f"training {len(tasks)} pair(s) on {workers} worker(s); output in "
+              f"{log_for(tasks[0]).parent if len(set(map(log_for, tasks))) > 1 else log_for(tasks[0])}")
+    try:
+        for i, future in enumerate(as_completed(futures), start=1):
+            task = futures[future]
+            try:
+                code = future.result()
+            except Exception as e:  # a worker that died: one line, the log has the rest
+                bar.write(f"{task.experiment} seed {task.seed} frac {task.frac:g}: "
+                          f"{type(e).__name__}: {e}")
+                code = 1
+            state = "trained" if code == 0 else f"failed (exit {code}, see {log_for(task)})"
+            bar.write(f"[{i}/{len(tasks)}] {task.experiment} seed {task.seed} "
+                      f"frac {task.frac:g}: {state}")
+            if code != 0:
+                failed.append((task, code))
+            if on_done is not None:
+                on_done(task, code)
+    finally:
+        bar.close()
+        if own:
+            pool.close(cancel=bool(sys.exc_info()[0]))
+    return report_failed(failed, len(tasks))
+
+
+def task_folder(task: Task) -> Path:
+    cfg = task.cfg or kinds.load(task.experiment)
+    return runs.pair_dir(experiments.experiment_dir(cfg), task.seed, task.frac)
+
+
+class StepsBar:
+    """A bar over the training steps of some pair folders, read from their status records
+    twice a second by a thread, on a terminal only; `write` prints a line either way."""
+
+    def __init__(self, folders: list[Path]):
+        import threading
+
+        self.folders = folders
+        self.bar = None
+        if sys.stderr.isatty() and not os.environ.get("TQDM_DISABLE"):
+            self.bar = tqdm(total=len(folders), desc="training", unit="pair",
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}]")
+            self.stop = threading.Event()
+            self.thread = threading.Thread(target=self._loop, daemon=True)
+            self.thread.start()
+
+    def _loop(self) -> None:
+        while not self.stop.wait(0.5):
+            self.bar.n = sum(runs.steps_fraction(f) for f in self.folders)
+            self.bar.refresh()
+
+    def write(self, line: str) -> None:
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            print(line, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.stop.set()
+            self.thread.join()
+            self.bar.n = sum(runs.steps_fraction(f) for f in self.folders)
+            self.bar.close()
 
 
 # ---------------------------------------------------------------------------------------
@@ -247,7 +387,9 @@ def cli_sweep(args) -> int:
     if args.task is not None:
         if not args.task_file:
             raise UserError("--task needs --task-file")
-        return run_task(read_task(Path(args.task_file), args.task), train_args)
+        task = read_task(Path(args.task_file), args.task)
+        print(f"task {args.task}: {task.experiment} seed {task.seed} frac {task.frac!r}", flush=True)
+        return run_task(task, train_args)
 
     if not args.experiments:
         raise UserError("name at least one experiment (or --task N --task-file F)")
@@ -268,8 +410,13 @@ def cli_sweep(args) -> int:
         print("nothing to do")
         return 0
 
-    if choose_launcher(args.launcher) == "local":
+    launcher = choose_launcher(args.launcher)
+    if launcher == "local":
         return run_local(pending, train_args)
+    if launcher == "pool":
+        log_dir = Path(args.log_dir) if args.log_dir else Path(LOG_DIR)
+        return run_pool(pending, train_args, workers=pool_workers(args.workers),
+                        log_dir=log_dir.resolve())
     for p in plans:
         if p.pending:
             print(f"{p.name}: submitting a job array of {len(p.pending)} task(s)", flush=True)

@@ -4,10 +4,10 @@ Images (`build_image_runs(root)`): tiny betons (8x8 random images, 10 balanced c
 cifar10 train/test and the OOD probes mnist/svhn (test), written by the data module's
 `write_beton` where `reprsim write-data` puts them (sidecar naming the dataset), then pairs
 of the SHIPPED configs cifar10_ds and cifar10_task trained by the real trainer
-(`reprsim train`, repr_sim.train.image) for 1 epoch of batch 16, no augmentation, stage
+(`reprsim train`, repr_sim.kinds.image.train) for 1 epoch of batch 16, no augmentation, stage
 width 16 (a narrowed ResNet-18: 128-d features, and a check that the width recorded in
 args.json is the one rebuilt), with the trainer's in-memory loader backend
-(`loader.backend = "memory"`: betons.ArrayLoader over the decoded beton): FFCV compiles
+(`loader.backend = "memory"`: loaders.ArrayLoader over the decoded beton): FFCV compiles
 every loader pipeline on first use in a process (10-60 s each on this machine), which
 would dominate.
 
@@ -15,7 +15,7 @@ Text (`build_text_runs(root)`): the six generated domains (repr_sim.data.textgen
 with the byte tokenizer, and tiny GPT pairs (1 layer, 32 wide, block 16, a few
 iterations) of a dataset-split experiment on tinystories (probes shakespeare_all,
 tinystories, wikitext) and a task-split experiment over the six corpora, trained by
-`reprsim train` (repr_sim.train.text).
+`reprsim train` (repr_sim.kinds.text.train).
 
 Both builders are idempotent (the trainer skips finished pairs) and take a lock, so
 module-scoped fixtures made from `provide_image_runs` / `provide_text_runs` build once per

@@ -30,7 +30,7 @@ from _data_fixtures import (
 from PIL import Image
 
 from repr_sim import cli, paths
-from repr_sim.data import betons, raw, registry
+from repr_sim.data import betons, loaders, raw, registry
 from repr_sim.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -289,7 +289,7 @@ def test_corrupt_beton_gives_one_clear_line(tmp_path):
             assert line.startswith(f"{bad}: ") and ("not a valid FFCV beton" in line
                                                     or "beton not found" in line)
     with pytest.raises(UserError, match="not a valid FFCV beton"):
-        betons.make_loader(garbage, batch_size=2, train=False)
+        loaders.make_loader(garbage, batch_size=2, train=False)
 
 
 # ---- CLI errors ----------------------------------------------------------------------------------
@@ -323,7 +323,7 @@ LABEL_MAP = {c: (c * 3) % 10 for c in range(10)}
 @pytest.fixture(scope="module")
 def eval_batches(beton):
     path, _, _ = beton
-    loader = betons.make_loader(path, indices=INDICES, batch_size=4, train=False,
+    loader = loaders.make_loader(path, indices=INDICES, batch_size=4, train=False,
                                 label_map=LABEL_MAP, workers=1)
     batches = [(x.clone(), y.clone()) for x, y in loader]
     return loader, batches
@@ -346,7 +346,7 @@ def train_run(beton):
     path, _, _ = beton
     with pytest.MonkeyPatch.context() as mp:  # default workers follow SLURM's allocation
         mp.setenv("SLURM_CPUS_PER_TASK", "1")
-        loader = betons.make_loader(path, indices=INDICES, batch_size=4, train=True,
+        loader = loaders.make_loader(path, indices=INDICES, batch_size=4, train=True,
                                     label_map=LABEL_MAP, drop_last=True, seed=7)
     epochs = [[(x.clone(), y.clone()) for x, y in loader] for _ in range(2)]
     return loader, epochs
@@ -388,7 +388,7 @@ def test_usable_cpus_and_default_workers(monkeypatch):
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "3")
     assert paths.usable_cpus() == 3
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "1")
-    assert paths.usable_cpus() == 1 and betons.default_workers() == 1
+    assert paths.usable_cpus() == 1 and loaders.default_workers() == 1
     monkeypatch.delenv("SLURM_CPUS_PER_TASK")
     assert paths.usable_cpus() == len(os.sched_getaffinity(0))
 
@@ -396,17 +396,17 @@ def test_usable_cpus_and_default_workers(monkeypatch):
 def test_loader_argument_errors(beton):
     path, images, labels = beton
     with pytest.raises(ValueError, match=r"indices must lie in \[0, 40\)"):
-        betons.make_loader(path, indices=[0, 40], batch_size=2, train=False)
+        loaders.make_loader(path, indices=[0, 40], batch_size=2, train=False)
     with pytest.raises(ValueError, match="label_map has no entry for label"):
-        betons.ArrayLoader(images, labels, batch_size=2, train=False, label_map={0: 0})
+        loaders.ArrayLoader(images, labels, batch_size=2, train=False, label_map={0: 0})
     with pytest.raises(ValueError, match="unknown augmentation settings: blur"):
-        betons.ArrayLoader(images, labels, batch_size=2, train=True, augment={"blur": 1})
+        loaders.ArrayLoader(images, labels, batch_size=2, train=True, augment={"blur": 1})
 
 
 # ---- ArrayLoader -----------------------------------------------------------------------------------
 def test_array_loader_eval_matches_numpy(beton):
     _, images, labels = beton
-    loader = betons.ArrayLoader(images, labels, indices=INDICES, batch_size=5, train=False,
+    loader = loaders.ArrayLoader(images, labels, indices=INDICES, batch_size=5, train=False,
                                 label_map=LABEL_MAP)
     batches = list(loader)
     assert len(loader) == len(batches) == 3
@@ -421,12 +421,12 @@ def test_array_loader_deterministic_per_seed(beton):
     _, images, labels = beton
 
     def run(seed, epochs=2):
-        loader = betons.ArrayLoader(images, labels, batch_size=8, train=True, seed=seed,
+        loader = loaders.ArrayLoader(images, labels, batch_size=8, train=True, seed=seed,
                                     drop_last=True)
         return [[(x, y) for x, y in loader] for _ in range(epochs)]
 
     a, b, c = run(1), run(1), run(2)
-    resumed = betons.ArrayLoader(images, labels, batch_size=8, train=True, seed=1, drop_last=True)
+    resumed = loaders.ArrayLoader(images, labels, batch_size=8, train=True, seed=1, drop_last=True)
     resumed.set_epoch(1)  # a resumed run draws epoch 1 as an uninterrupted one did
     assert all(torch.equal(x, y) for (x, _), (y, _) in zip(resumed, a[1], strict=True))
     flat = [torch.cat([x for x, _ in epoch]) for epoch in a]
@@ -443,7 +443,7 @@ def test_array_loader_augmentations_one_at_a_time(beton):
     off = {"flip": 0, "brightness": 0, "contrast": 0, "saturation": 0, "translate": 0, "cutout": 0}
 
     def pixels(**aug):
-        loader = betons.ArrayLoader(images, labels, batch_size=40, train=True, order="sequential",
+        loader = loaders.ArrayLoader(images, labels, batch_size=40, train=True, order="sequential",
                                     augment={**off, **aug})
         return np.rint(unnormalise(next(iter(loader))[0].numpy())).astype(np.uint8)
 

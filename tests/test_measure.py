@@ -228,7 +228,7 @@ def test_accuracy_and_features_match_an_independent_forward(measured, image_runs
 
 
 def test_both_models_get_identical_inputs(image_runs, tmp_path, monkeypatch):
-    from repr_sim import measure_image
+    from repr_sim.kinds.image import measure as measure_image
 
     exp = fresh(image_runs, tmp_path, "task")
     seen: dict[int, list[str]] = {}
@@ -288,7 +288,7 @@ def test_small_probe_size_gives_minus_one_with_a_warning(measured, image_runs, t
 
 
 def test_probe_columns_are_named_from_the_registry(tmp_path, monkeypatch):
-    from repr_sim import measure_image
+    from repr_sim.kinds.image import measure as measure_image
 
     monkeypatch.setenv("REPRSIM_DATA", str(tmp_path))
     images = np.zeros((4, 64, 64, 3), dtype=np.uint8)

@@ -21,8 +21,9 @@ import pytest
 import torch
 from PIL import Image
 
-from repr_sim import analysis, cli, experiments, summary
-from repr_sim.data import betons, fake, partition, registry, shapes
+from repr_sim import analysis, cli, experiments, kinds, summary
+from repr_sim.data import augment, betons, fake, partition, registry, shapes
+from repr_sim.data.prepare import prepare_partition
 
 torch.set_num_threads(1)  # tiny models: one thread is faster than two on a busy machine
 
@@ -98,14 +99,14 @@ def test_label_map_of_every_model_follows_the_definition():
 
 
 def test_the_shipped_config_carries_the_study_recipe():
-    cfg = experiments.load("partition")
+    cfg = kinds.load("partition")
     assert (cfg["kind"], cfg["dataset"], cfg["arch"], cfg["split"]) == \
         ("partition", "colorshapedigit", "resnet18", "partition")
     assert cfg["fracs"] == [0.0, 0.5, 1.0] and cfg["seeds"] == list(range(10))
     r = cfg["recipe"]
     assert (r["epochs"], r["peak_epoch"], r["batch_size"], r["drop_last"]) == (20, 10, 512, False)
     assert (r["lr"], r["momentum"], r["weight_decay"], r["label_smoothing"]) == (0.5, 0.9, 5e-4, 0.1)
-    a = betons.resolve_augment(cfg["augment"])
+    a = augment.resolve_augment(cfg["augment"])
     assert (a.flip, a.translate, a.cutout, a.jitters()) == (0.5, 2, 4, [])
     # The probe betons the measurement reads are the ones the preparation writes.
     assert sorted(cfg["probes"]["ood"].values()) == sorted(
@@ -135,7 +136,7 @@ def data(tmp_path_factory):
     fake.fake_cifar10(data, 20, 30, seed=1)
     fake.fake_mnist(data, 10, 30, seed=2)
     fake.fake_svhn(data, 10, 30, seed=3)
-    written = partition.prepare(data, generate=True, n_train=N_TRAIN, n_val=N_VAL, seed=0,
+    written = prepare_partition(data, generate=True, n_train=N_TRAIN, n_val=N_VAL, seed=0,
                                 workers=1)
     yield {"root": root, "data": data, "written": written}
     mp.undo()
@@ -146,7 +147,7 @@ def test_prepare_writes_every_beton_and_keeps_them(data):
     assert names == sorted(["colorshapedigit/train.beton", "colorshapedigit/test.beton",
                             "cifar10_28/test.beton", "mnist_28/test.beton", "svhn_28/test.beton",
                             "digit_only/test.beton", "shape_only/test.beton"])
-    again = partition.prepare(data["data"], workers=1)  # no --generate needed: nothing to write
+    again = prepare_partition(data["data"], workers=1)  # no --generate needed: nothing to write
     assert [w.written for w in again] == [False] * len(names)
     for name in ("cifar10_28", "mnist_28", "svhn_28", "digit_only", "shape_only"):
         images, _ = betons.load_arrays(betons.beton_path(name, "test"))
@@ -254,7 +255,7 @@ def test_accuracy_is_each_model_on_its_own_labels(measured):
     """Recomputed here from the checkpoints: argmax of the model on the val images against
     the val labels mapped through that model's label set."""
     from repr_sim import models
-    from repr_sim.data.betons import ArrayLoader
+    from repr_sim.data.loaders import ArrayLoader
 
     images, full = betons.load_arrays(betons.beton_path("colorshapedigit", "test"))
     rows = [r.split(",") for r in (measured / "platonic_acc_ffcv.csv").read_text().splitlines()[1:]]

@@ -9,6 +9,7 @@ from PIL import Image
 from scipy import stats
 
 from repr_sim.data import shapes as S
+from repr_sim.data import shapetree as T
 
 PALETTE = np.array([S.PALETTE[c] for c in S.COLORS], dtype=float)
 VALUE_NAMES = {
@@ -332,13 +333,13 @@ def test_png_encoder_is_lossless_for_a_standard_reader(h, w):
     import io
 
     pixels = np.random.default_rng(h * w).integers(0, 256, (h, w, 3), dtype=np.uint8)
-    with Image.open(io.BytesIO(S.encode_png(pixels))) as im:
+    with Image.open(io.BytesIO(T.encode_png(pixels))) as im:
         assert im.format == "PNG" and im.mode == "RGB" and im.size == (w, h)
         assert np.array_equal(np.asarray(im), pixels)
 
 
 def test_partition_tree_roundtrip_and_every_label_set(tmp_path):
-    base = S.write_partition_tree(tmp_path, 300, 120, size=28, seed=2)
+    base = T.write_partition_tree(tmp_path, 300, 120, size=28, seed=2)
     assert base == tmp_path / "partition3"
     assert sorted(os.listdir(base)) == ["train", "val"]  # no temporary folders left
     for split, n in (("train", 300), ("val", 120)):
@@ -346,7 +347,7 @@ def test_partition_tree_roundtrip_and_every_label_set(tmp_path):
         on_disk = walk_tree(base / split)
         assert sorted(i for _, i, _ in on_disk) == list(range(n))
         assert len({f for f, _, _ in on_disk}) == len(np.unique(labels))  # only used classes
-        read_images, read_attrs = S.read_partition_tree(tmp_path, split)
+        read_images, read_attrs = T.read_partition_tree(tmp_path, split)
         assert read_images.shape == (n, 28, 28, 3) and read_images.dtype == np.uint8
         for j, (folder, index, pixels) in enumerate(on_disk):
             assert np.array_equal(pixels, images[index])  # pixel-exact PNG
@@ -359,19 +360,19 @@ def test_partition_tree_roundtrip_and_every_label_set(tmp_path):
 
 
 def test_partition_tree_is_reused_and_refuses_other_parameters(tmp_path, monkeypatch):
-    S.write_partition_tree(tmp_path, 40, 20, size=16, seed=0)
+    T.write_partition_tree(tmp_path, 40, 20, size=16, seed=0)
 
     def no_writing(*args, **kwargs):
         raise AssertionError("rewrote an existing tree")
 
-    monkeypatch.setattr(S, "_write_pngs", no_writing)
-    S.write_partition_tree(tmp_path, 40, 20, size=16, seed=0)
+    monkeypatch.setattr(T, "_write_pngs", no_writing)
+    T.write_partition_tree(tmp_path, 40, 20, size=16, seed=0)
     with pytest.raises(ValueError, match="already exists"):
-        S.write_partition_tree(tmp_path, 41, 20, size=16, seed=0)
+        T.write_partition_tree(tmp_path, 41, 20, size=16, seed=0)
 
 
 def test_an_interrupted_write_leaves_no_partial_split(tmp_path, monkeypatch):
-    real = S._write_pngs
+    real = T._write_pngs
     calls = []
 
     def dies_on_second_chunk(*args, **kwargs):
@@ -380,13 +381,13 @@ def test_an_interrupted_write_leaves_no_partial_split(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(S, "_write_pngs", dies_on_second_chunk)
+    monkeypatch.setattr(T, "_write_pngs", dies_on_second_chunk)
     with pytest.raises(KeyboardInterrupt):
-        S.write_partition_tree(tmp_path, 50, 10, size=16, seed=0, chunk=20)
+        T.write_partition_tree(tmp_path, 50, 10, size=16, seed=0, chunk=20)
     assert os.listdir(tmp_path / "partition3") == []
-    monkeypatch.setattr(S, "_write_pngs", real)
-    S.write_partition_tree(tmp_path, 50, 10, size=16, seed=0, chunk=20)
-    assert len(S.read_partition_tree(tmp_path, "train")[0]) == 50
+    monkeypatch.setattr(T, "_write_pngs", real)
+    T.write_partition_tree(tmp_path, 50, 10, size=16, seed=0, chunk=20)
+    assert len(T.read_partition_tree(tmp_path, "train")[0]) == 50
 
 
 def make_tree(root, folders, size=28):
@@ -405,7 +406,7 @@ def test_read_a_published_style_tree(tmp_path):
     made = make_tree(tmp_path, ["circle_7_blue", "triangle_0_red"])
     (tmp_path / "partition3" / "train" / ".DS_Store").write_text("x")
     (tmp_path / "partition3" / "train" / "README.txt").write_text("x")
-    images, attrs = S.read_partition_tree(tmp_path, "train")
+    images, attrs = T.read_partition_tree(tmp_path, "train")
     assert np.array_equal(images, np.stack(made))
     # By hand: circle = 0, blue = 0; triangle = 7, red = 8.
     assert attrs["shape"].tolist() == [0, 0, 7, 7]
@@ -413,7 +414,7 @@ def test_read_a_published_style_tree(tmp_path):
     assert attrs["color"].tolist() == [0, 0, 8, 8]
     assert S.label_from_attrs(attrs, "all").tolist() == [70, 70, 708, 708]
     # The partition3 folder itself is accepted as the root too.
-    assert np.array_equal(S.read_partition_tree(tmp_path / "partition3", "train")[0], images)
+    assert np.array_equal(T.read_partition_tree(tmp_path / "partition3", "train")[0], images)
 
 
 @pytest.mark.parametrize("bad", ["circle_7_octarine", "hexagon_1_red", "circle_12_red",
@@ -421,18 +422,18 @@ def test_read_a_published_style_tree(tmp_path):
 def test_unknown_folder_name_is_an_error_naming_it(tmp_path, bad):
     make_tree(tmp_path, ["circle_7_blue", bad])
     with pytest.raises(ValueError, match=bad):
-        S.read_partition_tree(tmp_path, "train")
+        T.read_partition_tree(tmp_path, "train")
 
 
 def test_read_errors(tmp_path):
     with pytest.raises(ValueError, match="no partition folder"):
-        S.read_partition_tree(tmp_path, "train")
+        T.read_partition_tree(tmp_path, "train")
     (tmp_path / "partition3" / "val" / "circle_1_red").mkdir(parents=True)
     with pytest.raises(ValueError, match="no images"):
-        S.read_partition_tree(tmp_path, "val")
+        T.read_partition_tree(tmp_path, "val")
     make_tree(tmp_path, ["circle_7_blue"], size=28)
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(
         tmp_path / "partition3" / "train" / "circle_7_blue" / "odd.png"
     )
     with pytest.raises(ValueError, match="odd.png"):
-        S.read_partition_tree(tmp_path, "train")
+        T.read_partition_tree(tmp_path, "train")

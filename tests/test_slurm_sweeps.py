@@ -75,11 +75,11 @@ TEXT_TRAIN_ARGS = ("--iters 4 --batch-size 4 --block-size 16 --eval-iters 2 --de
                    "--set recipe.eval_interval=2 --set recipe.grad_accum=1")
 MEMORY, TIME_LIMIT = "2G", "00:15:00"
 FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"}
-PAIR_FILES = {"args.json", "done", "split_indices/a.npy", "split_indices/b.npy",
+PAIR_FILES = {"args.json", "done", "status.json", "split_indices/a.npy", "split_indices/b.npy",
               "split_indices/shared.npy", "split_indices/split.json",
               "split_0/checkpoint.pth", "split_0/log.txt", "split_1/checkpoint.pth",
               "split_1/log.txt"}
-TEXT_PAIR_FILES = {"args.json", "done", "split_indices/split.json",
+TEXT_PAIR_FILES = {"args.json", "done", "status.json", "split_indices/split.json",
                    *(f"split_{i}/{name}" for i in (0, 1)
                      for name in ("ckpt.pt", "evals.jsonl", "log.txt", "state.json"))}
 # PROTOCOL section 3: the eight metrics, and the result files of a dataset-overlap experiment.

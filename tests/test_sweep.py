@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from repr_sim import cli, experiments, runs, sweep
+from repr_sim import cli, experiments, kinds, runs, sweep
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -49,7 +49,7 @@ def config(reprsim_env):
 
 
 def mark_done(cfg_path: Path, seed: int, frac: float) -> Path:
-    folder = runs.pair_dir(experiments.experiment_dir(experiments.load(cfg_path)), seed, frac)
+    folder = runs.pair_dir(experiments.experiment_dir(kinds.load(cfg_path)), seed, frac)
     folder.mkdir(parents=True)
     runs.mark_done(folder)
     return folder
@@ -107,7 +107,7 @@ def test_done_pairs_are_dropped(config):
     mark_done(config, 0, 0.5)
     mark_done(config, 1, 1.0)
     # A started but unfinished pair (no done marker) is still pending.
-    runs.pair_dir(experiments.experiment_dir(experiments.load(config)), 1, 0.0).mkdir(parents=True)
+    runs.pair_dir(experiments.experiment_dir(kinds.load(config)), 1, 0.0).mkdir(parents=True)
     p = sweep.plan(str(config))
     assert [(t.seed, t.frac) for t in p.pending] == [(0, 0.0), (0, 1.0), (1, 0.0), (1, 0.5)]
 
@@ -163,7 +163,7 @@ def test_launcher_choice(tmp_path, monkeypatch):
 
 
 def test_local_launcher_runs_pending_tasks_through_reprsim_train(config, tmp_path, monkeypatch):
-    from repr_sim.train import image
+    from repr_sim.kinds.image import train as image
 
     seen = []
 
@@ -186,7 +186,7 @@ def test_local_launcher_runs_pending_tasks_through_reprsim_train(config, tmp_pat
 
 
 def test_local_launcher_keeps_going_after_a_failed_task(config, tmp_path, monkeypatch, capsys):
-    from repr_sim.train import image
+    from repr_sim.kinds.image import train as image
 
     def fails_on_seed_0(cfg, seed, frac, *, device=None):
         if seed == 0:
@@ -200,7 +200,7 @@ def test_local_launcher_keeps_going_after_a_failed_task(config, tmp_path, monkey
     assert cli.main(["sweep", str(config)]) == 1
     err = capsys.readouterr().err
     assert "boom" in err and "1 of 2 task(s) failed" in err
-    assert runs.is_done(runs.pair_dir(experiments.experiment_dir(experiments.load(config)), 1, 0.0))
+    assert runs.is_done(runs.pair_dir(experiments.experiment_dir(kinds.load(config)), 1, 0.0))
 
 
 def test_slurm_launcher_submits_one_array_per_experiment(config, tmp_path, monkeypatch, capsys):

@@ -25,17 +25,17 @@ import pytest
 import torch
 from conftest import requires_cuda
 
-from repr_sim import cli, experiments, models, runs, splits
-from repr_sim.data import betons
-from repr_sim.train import image
-from repr_sim.train.schedule import Triangular
+from repr_sim import cli, experiments, kinds, models, runs, splits
+from repr_sim.data import augment, betons
+from repr_sim.kinds.image import train as image
+from repr_sim.kinds.schedule import Triangular
 
 torch.set_num_threads(2)
 
 N_TRAIN_PER_CLASS, N_TEST_PER_CLASS = 8, 2
 FAST = ["--epochs", "1", "--batch-size", "16", "--workers", "1", "--device", "cpu"]
 NO_AUGMENT = [f"--set=augment.{k}=0" for k in ("flip", "jitter_p", "translate", "cutout")]
-PAIR_FILES = {"args.json", "done", "split_indices/a.npy", "split_indices/b.npy",
+PAIR_FILES = {"args.json", "done", "status.json", "split_indices/a.npy", "split_indices/b.npy",
               "split_indices/shared.npy", "split_indices/split.json",
               "split_0/checkpoint.pth", "split_0/log.txt", "split_1/checkpoint.pth",
               "split_1/log.txt"}
@@ -117,7 +117,7 @@ def test_shipped_configs_carry_the_study_values(dataset, split):
     from repr_sim.data import registry
 
     classes, arch, translate, cutout, side = STUDY[dataset]
-    cfg = experiments.load(f"{dataset}_{split}")
+    cfg = kinds.load(f"{dataset}_{split}")
     image.check_config(cfg)
     assert (cfg["kind"], cfg["dataset"], cfg["arch"], cfg["mode"]) == ("image", dataset, arch, "constrained")
     assert cfg["split"] == ("dataset" if split == "ds" else "task")
@@ -127,7 +127,7 @@ def test_shipped_configs_carry_the_study_values(dataset, split):
                              "peak_epoch": 10, "momentum": 0.9, "nesterov": False,
                              "weight_decay": 5e-4, "label_smoothing": 0.1}
     assert registry.get(dataset).num_classes == classes
-    aug = betons.resolve_augment(cfg["augment"])  # the loader accepts the table as written
+    aug = augment.resolve_augment(cfg["augment"])  # the loader accepts the table as written
     assert (aug.flip, aug.brightness, aug.contrast, aug.saturation, aug.jitter_p) == (0.5, 0.2, 0.2, 0.3, 0.3)
     assert (aug.translate, aug.cutout, aug.fill) == (translate, cutout, (125, 122, 113))
     # Probe betons are named as the data writer names them at the model's resolution.
@@ -140,7 +140,7 @@ def dataset_pair(env):
     """cifar10_ds (the shipped config), seed 0, frac 0.5, 1 epoch, no augmentation."""
     argv = ["train", "cifar10_ds", "--seed", "0", "--frac", "0.5", *FAST, *NO_AUGMENT]
     assert cli.main(argv) == 0
-    cfg = experiments.load("cifar10_ds")
+    cfg = kinds.load("cifar10_ds")
     return runs.pair_dir(experiments.experiment_dir(cfg), 0, 0.5), argv
 
 
@@ -191,7 +191,7 @@ def test_dataset_pair_checkpoints_and_logs(env, dataset_pair):
 
 def test_loaders_select_each_models_indices(env, dataset_pair):
     folder, _ = dataset_pair
-    cfg = experiments.load("cifar10_ds")
+    cfg = kinds.load("cifar10_ds")
     split = splits.load(folder / "split_indices")
     test_labels = env["test"][1]
     for i, indices in ((0, split.a), (1, split.b)):
@@ -207,7 +207,7 @@ def test_finished_pair_is_skipped(env, dataset_pair, capsys):
     assert "already trained, skipping" in capsys.readouterr().out
     assert {name: (folder / name).stat().st_mtime_ns for name in PAIR_FILES} == before
     # The library entry point skips too.
-    cfg = experiments.load("cifar10_ds")
+    cfg = kinds.load("cifar10_ds")
     assert image.train_pair(cfg, 0, 0.5, device="cpu") == folder
     assert {name: (folder / name).stat().st_mtime_ns for name in PAIR_FILES} == before
 
@@ -232,7 +232,7 @@ def test_task_pair_and_its_label_maps(env):
     argv = ["train", "cifar10_task", "--seed", "3", "--frac", "0.4", *FAST,
             "--set", "augment.cutout=4", "--set", "augment.translate=2"]
     assert cli.main(argv) == 0
-    folder = runs.pair_dir(experiments.experiment_dir(experiments.load("cifar10_task")), 3, 0.4)
+    folder = runs.pair_dir(experiments.experiment_dir(kinds.load("cifar10_task")), 3, 0.4)
     cfg = runs.read_json(folder / "args.json")["config"]  # the config as trained
     assert cfg["recipe"]["batch_size"] == 16 and cfg["augment"]["flip"] == 0.5
     assert files(folder) == PAIR_FILES
@@ -268,7 +268,7 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_one(env, dataset_pair, 
     argv = [sys.executable, "-m", "repr_sim", "train", "cifar10_ds", "--seed", "1", "--frac",
             str(frac), "--epochs", str(epochs), "--batch-size", "16", "--workers", "1",
             "--device", "cpu", *NO_AUGMENT]
-    cfg = experiments.load("cifar10_ds")
+    cfg = kinds.load("cifar10_ds")
     folder = runs.pair_dir(experiments.experiment_dir(cfg), 1, frac)
     epoch_file = folder / "split_1" / image.EPOCH_FILE
 
@@ -345,7 +345,7 @@ def test_bad_input_is_one_line_and_exit_2(env, tmp_path, monkeypatch, capsys):
     line = fails("cifar10_ds", *pair, "--device", "cpu", expect="train.beton")
     assert "not a valid FFCV beton" in line or "corrupt beton" in line
     # Nothing was written for the pair by any of the failures.
-    assert not runs.pair_dir(experiments.experiment_dir(experiments.load("cifar10_ds")), 5, 0.5).exists()
+    assert not runs.pair_dir(experiments.experiment_dir(kinds.load("cifar10_ds")), 5, 0.5).exists()
 
 
 def test_batch_larger_than_a_model_subset_is_a_clear_error(env, capsys):
@@ -353,7 +353,7 @@ def test_batch_larger_than_a_model_subset_is_a_clear_error(env, capsys):
                      "--batch-size", "64", "--device", "cpu"])
     assert code == 2
     assert "40 training images, fewer than one batch of 64" in one_error_line(capsys)
-    assert not runs.pair_dir(experiments.experiment_dir(experiments.load("cifar10_ds")), 2, 0.5).exists()
+    assert not runs.pair_dir(experiments.experiment_dir(kinds.load("cifar10_ds")), 2, 0.5).exists()
 
 
 # ---- CUDA ----------------------------------------------------------------------------------------
@@ -362,7 +362,7 @@ def test_cuda_pair_trains_with_amp_and_channels_last(env):
     argv = ["train", "cifar10_ds", "--seed", "4", "--frac", "0.5", "--epochs", "2",
             "--batch-size", "16", "--workers", "1", "--device", "cuda"]
     assert cli.main(argv) == 0
-    folder = runs.pair_dir(experiments.experiment_dir(experiments.load("cifar10_ds")), 4, 0.5)
+    folder = runs.pair_dir(experiments.experiment_dir(kinds.load("cifar10_ds")), 4, 0.5)
     assert files(folder) == PAIR_FILES
     state = torch.load(folder / "split_0" / "checkpoint.pth", weights_only=True)
     assert all(t.device.type == "cpu" and t.is_contiguous() for t in state.values())

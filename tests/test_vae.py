@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from repr_sim import analysis, cli, experiments, models, runs, summary
+from repr_sim import analysis, cli, experiments, kinds, models, runs, summary
 from repr_sim.data import betons, fake, registry, shapes
 from repr_sim.metrics import METRICS
 from repr_sim.models.vae import ConvVAE, vae_loss
-from repr_sim.train import vae as train_vae
+from repr_sim.kinds.vae import train as train_vae
 
 torch.set_num_threads(1)  # tiny models: one thread is faster than two on a busy machine
 
@@ -93,7 +93,7 @@ def test_grey_is_the_luma_in_unit_range():
 def test_the_shipped_configs_carry_the_study_values():
     for name, fracs in (("vae_cifar10_ds", [round(0.1 * i, 1) for i in range(11)]),
                         ("vae_cifar10_task", [0.0, 0.2, 0.4, 0.6, 0.8, 1.0])):
-        cfg = experiments.load(name)
+        cfg = kinds.load(name)
         assert (cfg["kind"], cfg["arch"], cfg["dataset"], cfg["resolution"], cfg["mode"]) == \
             ("vae", "vae", "cifar10", 28, "constrained")
         assert cfg["split"] == ("dataset" if name.endswith("_ds") else "task")
@@ -149,7 +149,7 @@ def trained(env):
 def test_the_run_folders_follow_the_image_layout(trained):
     folder = trained / "vae_cifar10_task" / "seed_0" / "frac_0.4"
     names = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
-    assert {"args.json", "done", "split_indices/split.json", "split_0/checkpoint.pth",
+    assert {"args.json", "done", "status.json", "split_indices/split.json", "split_0/checkpoint.pth",
             "split_0/log.txt", "split_1/checkpoint.pth", "split_1/log.txt"} <= names
     args = json.loads((folder / "args.json").read_text())
     assert (args["kind"], args["arch"], args["split"], args["num_classes"]) == ("vae", "vae", "task", [5, 5])
@@ -242,7 +242,7 @@ def test_a_model_against_itself_scores_cka_one(trained, tmp_path):
 
 def test_loss_decreases_on_a_tiny_set(env, monkeypatch, tmp_path):
     monkeypatch.setenv("REPRSIM_RUNS", str(tmp_path))
-    cfg = experiments.load("vae_cifar10_ds", ["recipe.epochs=4"])
+    cfg = kinds.load("vae_cifar10_ds", ["recipe.epochs=4"])
     folder = train_vae.train_pair(cfg, 0, 0.5, device="cpu")
     for i in (0, 1):
         rows = [json.loads(r) for r in (folder / f"split_{i}" / "log.txt").read_text().splitlines()]
@@ -256,7 +256,7 @@ def test_pairs_are_seeded_for_real(env, monkeypatch, tmp_path):
     states = {}
     for run, seed in (("a", 3), ("b", 3), ("c", 4)):
         monkeypatch.setenv("REPRSIM_RUNS", str(tmp_path / run))
-        folder = train_vae.train_pair(experiments.load("vae_cifar10_task", ["recipe.epochs=1", "recipe.batch_size=50"]),
+        folder = train_vae.train_pair(kinds.load("vae_cifar10_task", ["recipe.epochs=1", "recipe.batch_size=50"]),
                                       seed, 0.6, device="cpu")
         states[run] = [torch.load(folder / f"split_{i}" / "checkpoint.pth", weights_only=True)
                        for i in (0, 1)]
@@ -267,7 +267,7 @@ def test_pairs_are_seeded_for_real(env, monkeypatch, tmp_path):
 
 
 def test_a_killed_run_resumes_to_the_same_models(env, monkeypatch, tmp_path):
-    cfg = experiments.load("vae_cifar10_ds", ["recipe.epochs=2", "recipe.batch_size=50"])
+    cfg = kinds.load("vae_cifar10_ds", ["recipe.epochs=2", "recipe.batch_size=50"])
     monkeypatch.setenv("REPRSIM_RUNS", str(tmp_path / "whole"))
     whole = train_vae.train_pair(cfg, 0, 0.5, device="cpu")
 

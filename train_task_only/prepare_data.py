@@ -20,6 +20,7 @@ from pathlib import Path
 def main(argv=None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the checkout, if not installed
     from repr_sim.data import partition
+    from repr_sim.data.prepare import prepare_partition
     from repr_sim.errors import UserError
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -39,7 +40,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        for w in partition.prepare(args.data_root and Path(args.data_root).expanduser().resolve(),
+        for w in prepare_partition(args.data_root and Path(args.data_root).expanduser().resolve(),
                                    generate=args.generate, n_train=args.n_train, n_val=args.n_val,
                                    seed=args.seed, download=args.download, workers=args.workers):
             print(f"{'wrote' if w.written else 'kept '} {w.path}", flush=True)

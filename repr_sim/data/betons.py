@@ -1,4 +1,4 @@
-"""FFCV betons: writing them (atomic, idempotent), reading them back, and loaders over them.
+"""FFCV betons, the format: writing them (atomic, idempotent) and reading them back.
 
 Layout: `<data root>/ffcv/<name>/{train,test}.beton`, each with a sidecar
 `<split>.beton.json` (count, image shape, sha256 of the file and of the arrays written,
@@ -15,17 +15,8 @@ rewrite, so a beton without a matching sidecar is never taken as complete. Writi
 a temporary name in the same folder and is renamed when FFCV has finished; a failure leaves
 nothing under the final name.
 
-Loaders: `make_loader` (FFCV) and `ArrayLoader` (in-memory, torch) yield
-(images float32 [B, 3, H, W] normalised, labels int64 [B] mapped through `label_map`);
-on CUDA the images are on the device, channels-last, float16. The training augmentation
-is the study's (PROTOCOL 2), in this order: horizontal flip, brightness, contrast,
-saturation, translate, cutout (colour jitter first so that the translate and cutout fill
-stays exactly the fill colour). FFCV reuses its output buffers: an image batch is valid
-until a few batches later; clone it to keep it.
-
-Determinism: the FFCV sample order is seeded (seed + epoch); FFCV's augmentations draw
-from numba's per-thread generators, which cannot be seeded from outside, so FFCV training
-batches differ from run to run. ArrayLoader is fully deterministic for a seed.
+The loaders over betons are in `repr_sim.data.loaders`, the augmentation they apply in
+`repr_sim.data.augment`.
 """
 
 from __future__ import annotations
@@ -40,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_path, atomic_write_json, file_lock
 from ..errors import UserError
 from ..paths import data_root, usable_cpus
-from ..runs import atomic_path, atomic_write_json, file_lock
 from . import registry
 from .raw import _one_line
 
@@ -269,7 +260,7 @@ def _reader_problem(reader, size: int, IntField, RGBImageField) -> str | None:
         return f"{len(reader.metadata)} metadata records for {reader.num_samples} samples (truncated?)"
     if int(reader.header["alloc_table_ptr"]) > size:
         return "allocation table beyond the end of the file (truncated)"
-    meta = _field(reader, IMAGE_FIELD)
+    meta = field_metadata(reader, IMAGE_FIELD)
     ends = meta["data_ptr"].astype(np.uint64) + (meta["height"].astype(np.uint64)
                                                  * meta["width"].astype(np.uint64) * np.uint64(3))
     raw_mode = meta["mode"] == 1
@@ -278,19 +269,20 @@ def _reader_problem(reader, size: int, IntField, RGBImageField) -> str | None:
     return None
 
 
-def _field(reader, name: str) -> np.ndarray:
+def field_metadata(reader, name: str) -> np.ndarray:
+    """The per-sample metadata records of one field (labels: the values themselves)."""
     return reader.metadata[f"f{reader.field_names.index(name)}"]
 
 
 def read_labels(path: Path | str) -> np.ndarray:
     """The label field as int64 [N], from the beton's metadata (no image is decoded)."""
-    return np.array(_field(open_reader(path), LABEL_FIELD), dtype=np.int64)
+    return np.array(field_metadata(open_reader(path), LABEL_FIELD), dtype=np.int64)
 
 
 def load_arrays(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
     """(images uint8 [N, H, W, 3], labels int64 [N]): every image decoded once, into memory."""
     reader = open_reader(path)
-    meta = _field(reader, IMAGE_FIELD)
+    meta = field_metadata(reader, IMAGE_FIELD)
     heights, widths = np.unique(meta["height"]), np.unique(meta["width"])
     if len(heights) != 1 or len(widths) != 1:
         raise UserError(f"{path}: images of several sizes; load_arrays needs one size")
@@ -305,7 +297,7 @@ def load_arrays(path: Path | str) -> tuple[np.ndarray, np.ndarray]:
         else:
             images[i] = _decode_jpeg(data[ptr: ptr + sizes[ptr]], path, i)
     del data
-    return images, np.array(_field(reader, LABEL_FIELD), dtype=np.int64)
+    return images, np.array(field_metadata(reader, LABEL_FIELD), dtype=np.int64)
 
 
 def _jpeg_sizes(reader) -> dict[int, int]:
@@ -329,378 +321,3 @@ def beton_stats(path: Path | str) -> dict:
     if info is not None:
         return info
     return {"num_samples": int(open_reader(path).num_samples)}
-
-
-# ---- augmentation settings --------------------------------------------------------------------
-# The study's CIFAR values (PROTOCOL 2); a config's [augment] table overrides any of them,
-# and 0 switches one off. The fill is the CIFAR-10 mean as uint8, truncated as FFCV's CIFAR
-# example does (125, 122, 113).
-DEFAULT_AUGMENT = {"flip": 0.5, "brightness": 0.2, "contrast": 0.2, "saturation": 0.3,
-                   "jitter_p": 0.3, "translate": 8, "cutout": 10, "fill": "mean"}
-
-
-@dataclass(frozen=True)
-class Augment:
-    flip: float
-    brightness: float
-    contrast: float
-    saturation: float
-    jitter_p: float
-    translate: int
-    cutout: int
-    fill: tuple[int, int, int]
-
-    def jitters(self) -> list[tuple[str, float]]:
-        if self.jitter_p <= 0:
-            return []
-        pairs = (("brightness", self.brightness), ("contrast", self.contrast),
-                 ("saturation", self.saturation))
-        return [(kind, m) for kind, m in pairs if m > 0]
-
-
-def resolve_augment(augment: dict | None, mean=registry.MEAN) -> Augment:
-    """The settings: the study's defaults updated with `augment` (unknown keys rejected)."""
-    given = dict(augment or {})
-    unknown = sorted(set(given) - set(DEFAULT_AUGMENT))
-    if unknown:
-        raise ValueError(f"unknown augmentation settings: {', '.join(unknown)} "
-                         f"(known: {', '.join(DEFAULT_AUGMENT)})")
-    cfg = {**DEFAULT_AUGMENT, **given}
-    for key in ("flip", "jitter_p"):
-        if not 0.0 <= float(cfg[key]) <= 1.0:
-            raise ValueError(f"augment.{key} must be a probability in [0, 1], got {cfg[key]}")
-    for key in ("brightness", "contrast", "saturation"):
-        if float(cfg[key]) < 0:
-            raise ValueError(f"augment.{key} must be >= 0, got {cfg[key]}")
-    for key in ("translate", "cutout"):
-        if isinstance(cfg[key], bool) or int(cfg[key]) != cfg[key] or int(cfg[key]) < 0:
-            raise ValueError(f"augment.{key} must be a whole number of pixels >= 0, got {cfg[key]}")
-    fill = cfg["fill"]
-    if fill == "mean":
-        fill = tuple(int(m) for m in mean)
-    elif (not isinstance(fill, list | tuple) or len(fill) != 3
-          or not all(isinstance(v, int) and 0 <= v <= 255 for v in fill)):
-        raise ValueError(f"augment.fill must be 'mean' or three integers 0..255, got {fill!r}")
-    return Augment(float(cfg["flip"]), float(cfg["brightness"]), float(cfg["contrast"]),
-                   float(cfg["saturation"]), float(cfg["jitter_p"]), int(cfg["translate"]),
-                   int(cfg["cutout"]), tuple(int(v) for v in fill))
-
-
-# ---- shared loader arguments ------------------------------------------------------------------
-def _check_indices(indices, n: int) -> np.ndarray:
-    if indices is None:
-        return np.arange(n, dtype=np.int64)
-    idx = np.asarray(indices)
-    if idx.ndim != 1 or (idx.size and not np.issubdtype(idx.dtype, np.integer)):
-        raise ValueError(f"indices must be a 1-D integer array, got {idx.dtype} {idx.shape}")
-    if idx.size == 0:
-        raise ValueError("indices select no examples")
-    if idx.min() < 0 or idx.max() >= n:
-        raise ValueError(f"indices must lie in [0, {n}), got {idx.min()}..{idx.max()}")
-    return idx.astype(np.int64)
-
-
-def _label_table(label_map: dict | None, labels: np.ndarray):
-    """A lookup tensor original -> new for the selected labels (None: keep the labels)."""
-    import torch
-
-    if label_map is None:
-        return None
-    mapping = {int(k): int(v) for k, v in label_map.items()}
-    if any(k < 0 for k in mapping) or any(v < 0 for v in mapping.values()):
-        raise ValueError("label_map keys and values must be non-negative integers")
-    present = np.unique(labels)
-    missing = [int(v) for v in present if int(v) not in mapping]
-    if missing:
-        raise ValueError(f"label_map has no entry for label(s) {missing[:10]} of the selected examples")
-    table = np.full(max(int(present.max()), max(mapping, default=0)) + 1, -1, dtype=np.int64)
-    for k, v in mapping.items():
-        table[k] = v
-    return torch.from_numpy(table)
-
-
-def _batches(n: int, batch_size: int, drop_last: bool) -> int:
-    return n // batch_size if drop_last else math.ceil(n / batch_size)
-
-
-def _check_batch_size(batch_size) -> int:
-    if isinstance(batch_size, bool) or int(batch_size) != batch_size or int(batch_size) < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size}")
-    return int(batch_size)
-
-
-def _order_is_random(order, train: bool) -> bool:
-    if order is None:
-        return bool(train)
-    name = getattr(order, "name", order)
-    if str(name).lower() not in {"random", "sequential"}:
-        raise ValueError(f"order must be 'random' or 'sequential', got {order!r}")
-    return str(name).lower() == "random"
-
-
-def _mean_std(path: Path | None, mean, std):
-    """Explicit values, else the beton's dataset entry's, else the study's constants."""
-    if mean is None or std is None:
-        info = read_sidecar(path) if path is not None else None
-        dataset = (info or {}).get("dataset")
-        entry = registry.get(dataset) if dataset in registry.names() else None
-        mean = mean if mean is not None else (entry.mean if entry else registry.MEAN)
-        std = std if std is not None else (entry.std if entry else registry.STD)
-    return np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64)
-
-
-def _workers(workers: int | None) -> int:
-    """FFCV's thread count: the usable CPUs by default, at most what numba can start."""
-    import numba
-
-    wanted = int(workers) if workers else usable_cpus()
-    return max(1, min(wanted, numba.config.NUMBA_NUM_THREADS))
-
-
-# ---- the FFCV loader ---------------------------------------------------------------------------
-class BetonLoader:
-    """An FFCV Loader yielding (images, labels[B] mapped through the label map)."""
-
-    def __init__(self, loader, table, indices: np.ndarray, batch_size: int, workers: int):
-        self.loader = loader
-        self.table = table
-        self.indices = indices
-        self.batch_size = batch_size
-        self.workers = workers
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    @property
-    def num_samples(self) -> int:
-        return len(self.indices)
-
-    def set_epoch(self, epoch: int) -> None:
-        """The next iteration draws epoch `epoch`'s order (FFCV orders by seed + epoch)."""
-        self.loader.next_epoch = int(epoch)
-
-    def __iter__(self):
-        for images, labels in self.loader:
-            labels = labels.reshape(-1)
-            labels = self.table[labels] if self.table is not None else labels.clone()
-            yield images, labels
-
-
-def _ffcv_augment_ops(aug: Augment) -> list:
-    from ffcv.transforms import (
-        Cutout,
-        RandomBrightness,
-        RandomContrast,
-        RandomHorizontalFlip,
-        RandomSaturation,
-        RandomTranslate,
-    )
-
-    jitter = {"brightness": RandomBrightness, "contrast": RandomContrast,
-              "saturation": RandomSaturation}
-    ops = [RandomHorizontalFlip(aug.flip)] if aug.flip > 0 else []
-    ops += [jitter[kind](magnitude, p=aug.jitter_p) for kind, magnitude in aug.jitters()]
-    if aug.translate > 0:
-        ops.append(RandomTranslate(padding=aug.translate, fill=aug.fill))
-    if aug.cutout > 0:
-        ops.append(Cutout(aug.cutout, aug.fill))
-    return ops
-
-
-def _ffcv_tail(device, mean: np.ndarray, std: np.ndarray) -> list:
-    """uint8 HWC -> normalised NCHW: a JIT lookup table on the CPU, torch ops on CUDA."""
-    import torch
-    from ffcv.transforms import Convert, NormalizeImage, ToDevice, ToTensor, ToTorchImage
-
-    if device.type == "cuda":
-        # FFCV's GPU NormalizeImage needs cupy; torchvision's Normalize on the device is
-        # what FFCV's own CIFAR example uses and costs one fused elementwise pass.
-        from torchvision.transforms import Normalize
-
-        return [ToTensor(), ToDevice(device, non_blocking=True), ToTorchImage(channels_last=True),
-                Convert(torch.float16), Normalize(mean.tolist(), std.tolist())]
-    return [NormalizeImage(mean, std, np.float32), ToTensor(), ToTorchImage(channels_last=True)]
-
-
-def make_loader(path: Path | str, *, indices=None, batch_size: int, train: bool, augment=None,
-                label_map: dict | None = None, device="cpu", workers: int | None = None,
-                drop_last: bool = False, seed: int = 0, order=None, mean=None, std=None
-                ) -> BetonLoader:
-    """An FFCV loader over `path` restricted to `indices` (see the module docstring).
-
-    train=True: the study's augmentation (defaults updated by `augment`), random order
-    seeded by `seed`; train=False: no augmentation, sequential order. `order` ('random' or
-    'sequential') overrides the order. `workers`: FFCV threads (default: usable CPUs).
-    """
-    import torch
-    from ffcv.fields.decoders import IntDecoder, SimpleRGBImageDecoder
-    from ffcv.loader import Loader, OrderOption
-    from ffcv.transforms import ToDevice, ToTensor
-
-    path = Path(path)
-    batch_size = _check_batch_size(batch_size)
-    reader = open_reader(path)
-    indices = _check_indices(indices, int(reader.num_samples))
-    labels = np.asarray(_field(reader, LABEL_FIELD), dtype=np.int64)
-    device = torch.device(device)
-    table = _label_table(label_map, labels[indices])
-    if table is not None:
-        table = table.to(device)
-    mean, std = _mean_std(path, mean, std)
-    ops = []
-    if train:
-        aug = resolve_augment(augment, mean)
-        side = int(_field(reader, IMAGE_FIELD)["height"].min())
-        if aug.cutout > side:
-            raise ValueError(f"augment.cutout {aug.cutout} is larger than the {side}px images")
-        ops = _ffcv_augment_ops(aug)
-    label_ops = [IntDecoder(), ToTensor()]
-    if device.type == "cuda":
-        label_ops.append(ToDevice(device, non_blocking=True))
-    workers = _workers(workers)
-    random_order = _order_is_random(order, train)
-    loader = Loader(
-        str(path), batch_size=batch_size, num_workers=workers,
-        order=OrderOption.RANDOM if random_order else OrderOption.SEQUENTIAL,
-        seed=int(seed), indices=indices.astype(np.uint64), drop_last=bool(drop_last),
-        pipelines={IMAGE_FIELD: [SimpleRGBImageDecoder(), *ops, *_ffcv_tail(device, mean, std)],
-                   LABEL_FIELD: label_ops},
-    )
-    return BetonLoader(loader, table, indices, batch_size, workers)
-
-
-# ---- the in-memory loader ----------------------------------------------------------------------
-def _blend(img, other, ratio):
-    """FFCV's blend: ratio * img + (1 - ratio) * other, clipped, truncated to uint8."""
-    out = ratio * img.float() + (1.0 - ratio) * other
-    return out.clamp_(0, 255).to(img.dtype)
-
-
-def _grey(x):
-    r, g, b = x[..., 0].float(), x[..., 1].float(), x[..., 2].float()
-    return (0.2989 * r + 0.587 * g + 0.114 * b).to(x.dtype)  # truncated, as FFCV does
-
-
-def augment_batch(x, aug: Augment, gen):
-    """The study's augmentation on a uint8 [B, H, W, 3] tensor, with the draws from `gen`."""
-    import torch
-
-    b, h, w, _ = x.shape
-    x = x.clone()
-    if aug.flip > 0:
-        flip = torch.rand(b, generator=gen) < aug.flip
-        x[flip] = x[flip].flip(2)
-    for kind, magnitude in aug.jitters():
-        apply = torch.rand(b, generator=gen) < aug.jitter_p
-        low = max(0.0, 1.0 - magnitude)
-        ratio = low + (1.0 + magnitude - low) * torch.rand(b, generator=gen)
-        if not apply.any():
-            continue
-        sel, r = x[apply], ratio[apply].view(-1, 1, 1, 1)
-        if kind == "brightness":
-            other = torch.zeros(())
-        elif kind == "contrast":
-            other = _grey(sel).float().mean(dim=(1, 2)).view(-1, 1, 1, 1)
-        else:
-            other = _grey(sel).float().unsqueeze(-1)
-        x[apply] = _blend(sel, other, r)
-    fill = torch.tensor(aug.fill, dtype=x.dtype)
-    if aug.translate > 0:
-        p = aug.translate
-        padded = fill.expand(b, h + 2 * p, w + 2 * p, 3).clone()
-        padded[:, p:p + h, p:p + w] = x
-        dy = torch.randint(0, 2 * p + 1, (b,), generator=gen)
-        dx = torch.randint(0, 2 * p + 1, (b,), generator=gen)
-        rows = (dy[:, None] + torch.arange(h))[:, :, None]
-        cols = (dx[:, None] + torch.arange(w))[:, None, :]
-        x = padded[torch.arange(b)[:, None, None], rows, cols]
-    if aug.cutout > 0:
-        c = aug.cutout
-        y0 = torch.randint(0, h - c + 1, (b,), generator=gen)
-        x0 = torch.randint(0, w - c + 1, (b,), generator=gen)
-        ys, xs = torch.arange(h), torch.arange(w)
-        inside = (((ys[None] >= y0[:, None]) & (ys[None] < y0[:, None] + c))[:, :, None]
-                  & ((xs[None] >= x0[:, None]) & (xs[None] < x0[:, None] + c))[:, None, :])
-        x = torch.where(inside[..., None], fill, x)
-    return x
-
-
-def normalise(x, mean: np.ndarray, std: np.ndarray, device, half: bool):
-    """uint8 [B, H, W, 3] -> float [B, 3, H, W] (channels-last memory), (x - mean) / std."""
-    import torch
-
-    x = x.to(device, non_blocking=True).permute(0, 3, 1, 2).float()
-    m = torch.as_tensor(mean, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-    s = torch.as_tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
-    x = (x - m) / s
-    return x.half() if half else x
-
-
-class ArrayLoader:
-    """make_loader's interface over in-memory arrays, with the augmentation done in torch.
-
-    Deterministic: epoch e draws its order and augmentations from a generator seeded by
-    (seed, e). `workers` is accepted for the common interface and unused.
-    """
-
-    def __init__(self, images, labels, *, indices=None, batch_size: int, train: bool,
-                 augment=None, label_map: dict | None = None, device="cpu",
-                 workers: int | None = None, drop_last: bool = False, seed: int = 0,
-                 order=None, mean=None, std=None):
-        import torch
-
-        images, labels = registry.check_arrays(images, labels, "ArrayLoader")
-        self.images, self.labels = torch.from_numpy(images), torch.from_numpy(labels)
-        self.indices = _check_indices(indices, len(images))
-        self.batch_size = _check_batch_size(batch_size)
-        self.device = torch.device(device)
-        self.table = _label_table(label_map, labels[self.indices])
-        self.mean, self.std = _mean_std(None, mean, std)
-        self.aug = resolve_augment(augment, self.mean) if train else None
-        if self.aug is not None and self.aug.cutout > min(images.shape[1:3]):
-            raise ValueError(f"augment.cutout {self.aug.cutout} is larger than the images")
-        self.random = _order_is_random(order, train)
-        self.drop_last, self.seed, self.epoch = bool(drop_last), int(seed), 0
-        self.workers = 0
-
-    def __len__(self) -> int:
-        return _batches(len(self.indices), self.batch_size, self.drop_last)
-
-    @property
-    def num_samples(self) -> int:
-        return len(self.indices)
-
-    def set_epoch(self, epoch: int) -> None:
-        """The next iteration draws epoch `epoch`'s order and augmentations."""
-        self.epoch = int(epoch)
-
-    def _generator(self):
-        import torch
-
-        state = np.random.SeedSequence([self.seed, self.epoch]).generate_state(1, np.uint64)[0]
-        return torch.Generator().manual_seed(int(state) & ((1 << 63) - 1))
-
-    def __iter__(self):
-        import torch
-
-        gen = self._generator()
-        self.epoch += 1
-        order = torch.from_numpy(self.indices)
-        if self.random:
-            order = order[torch.randperm(len(order), generator=gen)]
-        half = self.device.type == "cuda"
-        for start in range(0, len(self) * self.batch_size, self.batch_size):
-            idx = order[start:start + self.batch_size]
-            x = self.images[idx]
-            if self.aug is not None:
-                x = augment_batch(x, self.aug, gen)
-            y = self.labels[idx]
-            if self.table is not None:
-                y = self.table[y]
-            yield normalise(x, self.mean, self.std, self.device, half), y.to(self.device)
-
-
-def default_workers() -> int:
-    """What the loaders use when `workers` is not given (exposed for logs and tests)."""
-    return _workers(None)
-

@@ -7,7 +7,7 @@ One dataset, seven label sets. The images are one class per (shape, digit, colou
 
 (`TREE_DIR`): the published folders when a user has them (unpack them there), or the
 built-in generator's output in the same layout (`write_generated_tree`, i.e.
-`repr_sim.data.shapes.write_partition_tree`). The registry entry `colorshapedigit` reads
+`repr_sim.data.shapetree.write_partition_tree`). The registry entry `colorshapedigit` reads
 that tree: its "train" split is partition3/train, its "test" split is partition3/val (the
 set every model is evaluated and probed on; the name "test" keeps the trainers' beton
 naming, as for TinyImageNet's labelled validation set). Its label is the full 800-class
@@ -38,6 +38,8 @@ import numpy as np
 
 from ..errors import UserError
 from ..paths import data_root
+from . import raw, shapes
+from .shapetree import PARTITION_DIR, read_partition_tree, write_partition_tree
 
 DATASET = "colorshapedigit"  # registry name (betons: <data root>/ffcv/colorshapedigit/)
 TREE_DIR = "ColorShapeDigit800k"  # under the data root; holds partition3/{train,val}/
@@ -97,23 +99,17 @@ def _check_model(model: str) -> str:
 
 def full_attrs() -> dict[str, np.ndarray]:
     """Attribute indices of each of the 800 full classes, in full-label order."""
-    from . import shapes
-
     table = np.array([shapes.parse_class_name(n) for n in shapes.label_names("all")],
                      dtype=np.int64)
     return {k: table[:, i] for i, k in enumerate(shapes.ATTRIBUTES)}
 
 
 def num_classes(model: str) -> int:
-    from . import shapes
-
     return shapes.num_classes(_check_model(model))
 
 
 def label_map(model: str) -> dict[int, int]:
     """Full 800-class label -> the model's label, for every full class."""
-    from . import shapes
-
     labels = shapes.label_from_attrs(full_attrs(), _check_model(model))
     return {int(full): int(new) for full, new in enumerate(labels)}
 
@@ -139,8 +135,6 @@ SPLIT_FOLDERS = {"train": "train", "test": "val"}  # registry split -> folder un
 
 def required(split: str) -> list[str]:
     """The folder a registry split reads (for repr_sim.data.raw.find_missing)."""
-    from .shapes import PARTITION_DIR
-
     return [f"{TREE_DIR}/{PARTITION_DIR}/{SPLIT_FOLDERS[split]}/"]
 
 
@@ -149,10 +143,8 @@ def read_split(root: Path | str, split: str, size: int):
 
     A class folder whose name is not <shape>_<digit>_<color> is one UserError naming it.
     """
-    from . import raw, shapes
-
     try:
-        images, attrs = shapes.read_partition_tree(tree_root(root), SPLIT_FOLDERS[split])
+        images, attrs = read_partition_tree(tree_root(root), SPLIT_FOLDERS[split])
     except ValueError as e:
         raise UserError(f"{DATASET}: {e}") from None
     return raw.resize(images, size), shapes.label_from_attrs(attrs, "all")
@@ -162,52 +154,14 @@ def write_generated_tree(root: Path | str | None = None, n_train: int = GENERATE
                          n_val: int = GENERATED_SIZES["val"], *, size: int = RESOLUTION,
                          seed: int = 0) -> Path:
     """The built-in generator's tree in the published layout (kept if already written)."""
-    from . import shapes
-
-    return shapes.write_partition_tree(tree_root(root), n_train, n_val, size=size, seed=seed)
+    return write_partition_tree(tree_root(root), n_train, n_val, size=size, seed=seed)
 
 
 def probe_images(kind: str, size: int):
     """The study's `digit` / `shape` probes: (images, labels) from repr_sim.data.shapes."""
-    from . import shapes
-
     make = {DIGIT_PROBE: shapes.digit_only, SHAPE_PROBE: shapes.shape_only}[kind]
     return make(PROBE_SIZE, size=size, seed=0)
 
 
-# ---- everything the partition experiment reads --------------------------------------------
+# ---- everything the partition experiment reads (written by repr_sim.data.prepare) ------------
 PROBES = ("cifar10", "mnist", "svhn", DIGIT_PROBE, SHAPE_PROBE)  # test parts, at RESOLUTION
-
-
-def prepare(root: Path | str | None = None, *, generate: bool = False,
-            n_train: int = GENERATED_SIZES["train"], n_val: int = GENERATED_SIZES["val"],
-            seed: int = 0, download: bool = False, workers: int | None = None) -> list:
-    """Write the betons of the partition experiment: the tree's train/val, and the probes.
-
-    The tree is the one under <root>/ColorShapeDigit800k (published or generated); with
-    `generate` and no tree there, the built-in generator writes one first. Complete betons
-    are kept. Returns repr_sim.data.betons.Written records.
-    """
-    from . import betons, registry
-    from .shapes import PARTITION_DIR
-
-    root = Path(root) if root is not None else data_root()
-    base = tree_root(root) / PARTITION_DIR
-    have = [(base / f).is_dir() for f in SPLIT_FOLDERS.values()]
-    complete = all(betons.is_complete(betons.beton_path(DATASET, split, root), expect={
-        "dataset": DATASET, "split": split, "resolution": RESOLUTION}) for split in SPLIT_FOLDERS)
-    if not all(have) and not complete:  # the tree is needed (written betons are kept)
-        if not generate:
-            raise UserError(f"{DATASET}: no ColorShapeDigit800k tree at {base} "
-                            f"(expected {base}/train/ and {base}/val/); {TREE_HINT}")
-        if any(have):
-            raise UserError(f"{base} holds only part of a tree (train/ and val/ go together); "
-                            "complete it or remove it")
-        write_generated_tree(root, n_train, n_val, seed=seed)
-    written = betons.write_dataset(DATASET, root=root, workers=workers)
-    for name in PROBES:
-        written += betons.write_dataset(name, root=root, resolution=RESOLUTION, splits=["test"],
-                                        out_name=registry.beton_name(name, RESOLUTION),
-                                        download=download and name in ("cifar10", "mnist", "svhn"),
-                                        workers=workers)
-    return written

@@ -25,7 +25,8 @@ depends only on (seed, stream, i, size): the same seed gives byte-identical arra
 whatever `n` is (`generate(m)` is the first `m` images of `generate(n)`, m <= n) and
 however the work is chunked. The attributes of image `i` do not depend on `size` either.
 `split` ("train", "val", "test") selects an independent stream, so that a test set is
-never a copy of a training set made with the same seed.
+never a copy of a training set made with the same seed. The ColorShapeDigit folder tree
+of these images (write and read) is `repr_sim.data.shapetree`.
 
 Labels
 ------
@@ -39,20 +40,6 @@ another and all names are lowercase, so the string order equals the attribute-in
 order: label("all") = 100 * shape + 10 * digit + color (an implementation fact the
 tests check; the code always goes through the sorted names).
 
-Folder layout (`write_partition_tree` / `read_partition_tree`)
---------------------------------------------------------------
-The published ColorShapeDigit800k layout, `root/partition3/{train,val}/<shape>_<digit>_<color>/
-<index>.png` (e.g. `circle_7_blue/0000042.png`, the index being the image's position in
-the generator's stream: lossless RGB PNG from the small encoder `encode_png`, read back
-with PIL). Only classes that received images get a folder (a class folder
-with no files would say nothing, and the reader takes its classes from the names, not
-from a count of folders). Each split is written to a hidden temporary folder beside it
-and renamed at the end, so a split folder that exists is complete; it carries a hidden
-`.generator.json` with the parameters, and a rerun with the same parameters reuses it
-(a lock file `root/.partition3.lock` serialises concurrent writers). The reader takes a
-published tree as well as a generated one.
-Label sets are views of one tree: `label_from_attrs(attrs, label)`.
-
 Out-of-distribution probe sets (no rendering code involved)
 -----------------------------------------------------------
 `sklearn_digits`: scikit-learn's bundled 8x8 handwritten digits (1797), 0..16 scaled to
@@ -64,19 +51,8 @@ from __future__ import annotations
 
 import functools
 import itertools
-import json
-import logging
-import os
-import shutil
-import struct
-import tempfile
-import zlib
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
-
-log = logging.getLogger(__name__)
 
 SHAPES = ("circle", "cross", "diamond", "heart", "ring", "square", "star", "triangle")
 DIGITS = tuple(range(10))
@@ -99,9 +75,6 @@ PALETTE = {
 ATTRIBUTES = {"shape": SHAPES, "digit": DIGITS, "color": COLORS}
 LABELS = ("shape", "digit", "color", "shape_digit", "shape_color", "digit_color", "all")
 SPLITS = ("train", "val", "test")
-PARTITION_DIR = "partition3"
-MANIFEST = ".generator.json"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 
 _BLOCK = 512  # images per seeded block (fixes the random streams: never change it)
 # Stream ids of the SeedSequence spawn keys: one per (kind of image, split).
@@ -529,7 +502,17 @@ def _render(start, stop, *, size, seed, stream, draw_shape=True, draw_digit=True
     return images, attrs
 
 
-def _check_args(n: int, size: int, seed: int) -> None:
+def render_split(start: int, stop: int, *, size: int, seed: int, split: str):
+    """Images start..stop-1 of a split's stream: (uint8 [stop-start, size, size, 3], attrs).
+
+    The same images as `generate(stop, split=split)[start:stop]`, for writers that render
+    a long stream in chunks (repr_sim.data.shapetree).
+    """
+    return _render(start, stop, size=size, seed=seed, stream=_STREAMS["full", split])
+
+
+def check_args(n: int, size: int, seed: int) -> None:
+    """ValueError unless n >= 0, size >= 8 and seed >= 0 are integers."""
     if not isinstance(n, (int, np.integer)) or n < 0:
         raise ValueError(f"n must be a non-negative integer, got {n!r}")
     if not isinstance(size, (int, np.integer)) or size < 8:
@@ -545,7 +528,7 @@ def generate(n: int, *, size: int = 32, seed: int = 0, label: str = "shape", spl
     the labels are `label_from_attrs(attrs, label)`. `split` picks an independent stream
     (train, val or test) for the same seed.
     """
-    _check_args(n, size, seed)
+    check_args(n, size, seed)
     label_attributes(label)
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
@@ -559,7 +542,7 @@ def digit_only(n: int, *, size: int = 32, seed: int = 0):
     The digit is drawn exactly as in `generate` (same size, position, ink and outline
     distribution) on the same backgrounds, only the shape layer is left out.
     """
-    _check_args(n, size, seed)
+    check_args(n, size, seed)
     images, attrs = _render(
         0, n, size=size, seed=seed, stream=_STREAMS["digit_only", "test"], draw_shape=False
     )
@@ -568,7 +551,7 @@ def digit_only(n: int, *, size: int = 32, seed: int = 0):
 
 def shape_only(n: int, *, size: int = 32, seed: int = 0):
     """The study's `shape` probe: images with a shape and no digit; labels = the shape."""
-    _check_args(n, size, seed)
+    check_args(n, size, seed)
     images, attrs = _render(
         0, n, size=size, seed=seed, stream=_STREAMS["shape_only", "test"], draw_digit=False
     )
@@ -589,7 +572,7 @@ def sklearn_digits(*, size: int = 32):
     """scikit-learn's 1797 bundled 8x8 digits: (uint8 [1797, size, size, 3], int64 digits)."""
     from sklearn.datasets import load_digits
 
-    _check_args(0, size, 0)
+    check_args(0, size, 0)
     bunch = load_digits()
     grey = _resize_grey(bunch.images * (255.0 / 16.0), size)
     grey = np.clip(np.rint(grey), 0, 255).astype(np.uint8)
@@ -611,7 +594,7 @@ def sample_patches(n: int, *, size: int = 32, seed: int = 0):
     """
     from PIL import Image
 
-    _check_args(n, size, seed)
+    check_args(n, size, seed)
     photos = _sample_photos()
     rng = np.random.Generator(np.random.PCG64(np.random.SeedSequence(seed, spawn_key=(99,))))
     which = rng.integers(0, len(photos), n)
@@ -626,173 +609,3 @@ def sample_patches(n: int, *, size: int = 32, seed: int = 0):
         crop = Image.fromarray(photo[top : top + side, left : left + side])
         out[i] = np.asarray(crop.resize((size, size), Image.Resampling.BILINEAR))
     return out, np.zeros(n, dtype=np.int64)
-
-
-# -------------------------------------------------------------- partition folders
-
-
-def _split_params(n: int, size: int, seed: int, split: str) -> dict:
-    return {"generator": "repr_sim.data.shapes", "version": 1, "split": split, "n": n,
-            "size": size, "seed": seed}  # fmt: skip
-
-
-def _png_chunk(tag: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
-
-
-def encode_png(image: np.ndarray) -> bytes:
-    """A lossless 8-bit RGB PNG of a uint8 [H, W, 3] array.
-
-    Written by hand (filter type 0, zlib level 1) because PIL's encoder costs ~3x more
-    per small image and holds the GIL; any PNG reader (PIL in the tests) decodes it.
-    """
-    h, w, _ = image.shape
-    rows = np.zeros((h, 1 + 3 * w), dtype=np.uint8)  # each row: filter byte 0, then RGB
-    rows[:, 1:] = image.reshape(h, 3 * w)
-    header = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)  # 8 bits, truecolour
-    return b"".join([
-        b"\x89PNG\r\n\x1a\n", _png_chunk(b"IHDR", header),
-        _png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 1)), _png_chunk(b"IEND", b""),
-    ])  # fmt: skip
-
-
-def _write_pngs(folder: Path, images: np.ndarray, attrs: dict, start: int, workers: int):
-    names = [class_name(s, d, c) for s, d, c in zip(attrs["shape"], attrs["digit"],
-                                                    attrs["color"], strict=True)]  # fmt: skip
-    for name in set(names):
-        (folder / name).mkdir(exist_ok=True)
-
-    def save(i: int) -> None:
-        with open(folder / names[i] / f"{start + i:07d}.png", "wb") as f:
-            f.write(encode_png(images[i]))
-
-    with ThreadPoolExecutor(workers) as pool:  # zlib and file writes release the GIL
-        list(pool.map(save, range(len(images))))
-
-
-def _write_split(base: Path, split: str, n: int, size: int, seed: int, chunk: int) -> None:
-    from tqdm import tqdm
-
-    final = base / split
-    params = _split_params(n, size, seed, split)
-    if final.exists():
-        manifest = final / MANIFEST
-        found = json.loads(manifest.read_text()) if manifest.is_file() else None
-        if found == params:
-            log.info("reusing %s (%d images)", final, n)
-            return
-        raise ValueError(
-            f"{final} already exists and was not written with {params} "
-            f"(found {found}); remove it or choose another root"
-        )
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp_{split}_", dir=base))
-    try:
-        log.info("writing %d %dx%d images to %s", n, size, size, final)
-        workers = _io_workers()
-        stream = _STREAMS["full", split]
-        with tqdm(total=n, desc=f"partition3/{split}", unit="img") as bar:
-            for start in range(0, n, chunk):
-                stop = min(n, start + chunk)
-                images, attrs = _render(start, stop, size=size, seed=seed, stream=stream)
-                _write_pngs(tmp, images, attrs, start, workers)
-                bar.update(stop - start)
-        (tmp / MANIFEST).write_text(json.dumps(params, sort_keys=True) + "\n")
-        os.replace(tmp, final)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-
-
-def write_partition_tree(root, n_train: int, n_val: int, *, size: int = 28, seed: int = 0,
-                         chunk: int = 8192) -> Path:  # fmt: skip
-    """Write `root/partition3/{train,val}/<shape>_<digit>_<color>/<index>.png`.
-
-    train holds `generate(n_train, size=size, seed=seed)`, val the independent "val"
-    stream of the same seed. Returns root/partition3. Each split appears complete or
-    not at all; an existing split written with the same parameters is reused, any other
-    existing split is a ValueError.
-    """
-    for n in (n_train, n_val):
-        _check_args(n, size, seed)
-    from repr_sim.runs import file_lock
-
-    base = Path(root) / PARTITION_DIR
-    base.mkdir(parents=True, exist_ok=True)
-    # Two writers of one tree: the second waits, then reuses the first one's folders.
-    with file_lock(Path(root) / f".{PARTITION_DIR}.lock"):
-        _write_split(base, "train", n_train, size, seed, chunk)
-        _write_split(base, "val", n_val, size, seed, chunk)
-    return base
-
-
-def _split_folder(root, split: str) -> Path:
-    root = Path(root)
-    base = root if root.name == PARTITION_DIR and not (root / PARTITION_DIR).is_dir() else (
-        root / PARTITION_DIR
-    )  # fmt: skip
-    folder = base / split
-    if not folder.is_dir():
-        raise ValueError(f"no partition folder {folder} (expected <root>/partition3/{split}/)")
-    return folder
-
-
-def _read_images(files: list[Path]) -> np.ndarray:
-    """Decode image files into one preallocated uint8 [N, H, W, 3] array (threads)."""
-    from PIL import Image
-    from tqdm import tqdm
-
-    def load(path: Path) -> np.ndarray:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-
-    first = load(files[0])
-    images = np.empty((len(files), *first.shape), dtype=np.uint8)
-
-    def fill(i: int) -> None:
-        pixels = load(files[i])
-        if pixels.shape != first.shape:
-            raise ValueError(f"{files[i]} is {pixels.shape[1]}x{pixels.shape[0]}, "
-                             f"{files[0].name} is {first.shape[1]}x{first.shape[0]}")  # fmt: skip
-        images[i] = pixels
-
-    with ThreadPoolExecutor(_io_workers()) as pool:
-        done = pool.map(fill, range(len(files)))
-        for _ in tqdm(done, total=len(files), desc="reading images", unit="img"):
-            pass
-    return images
-
-
-def _io_workers() -> int:
-    from repr_sim.paths import usable_cpus
-
-    return min(8, 2 * usable_cpus())
-
-
-def read_partition_tree(root, split: str):
-    """Read `root/partition3/<split>/` (published or generated): (images, attrs).
-
-    images: uint8 [N, H, W, 3], sorted by class folder then file name; attrs: int64
-    'shape', 'digit', 'color'. Hidden entries and plain files beside the class folders are
-    ignored; a folder whose name is not <shape>_<digit>_<color> with known values is a
-    ValueError naming it, and so are images of differing sizes.
-    """
-    folder = _split_folder(root, split)
-    files, classes = [], []
-    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-        if entry.name.startswith(".") or not entry.is_dir():
-            continue
-        try:
-            cls = parse_class_name(entry.name)
-        except ValueError as err:
-            raise ValueError(f"{entry}: {err}") from None
-        for f in sorted(entry.iterdir(), key=lambda e: e.name):
-            if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith("."):
-                files.append(f)
-                classes.append(cls)
-    if not files:
-        raise ValueError(f"no images under {folder}")
-
-    images = _read_images(files)
-    table = np.array(classes, dtype=np.int64)
-    attrs = {k: table[:, i].copy() for i, k in enumerate(ATTRIBUTES)}
-    return images, attrs

@@ -40,9 +40,9 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
+from ..atomic import atomic_path, atomic_write_json, read_json
 from ..errors import UserError
 from ..paths import data_root, usable_cpus
-from ..runs import atomic_path, atomic_write_json, read_json
 
 EOT = "<|endoftext|>"
 TOKENIZERS = ("gpt2", "bytes")

@@ -30,7 +30,7 @@ import random
 from collections.abc import Callable
 from pathlib import Path
 
-from ..runs import atomic_write_text
+from ..atomic import atomic_write_text
 
 Rng = random.Random
 

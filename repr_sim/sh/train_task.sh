@@ -5,11 +5,11 @@
 #   train_task.sh [--torchrun] SCRIPT TASKFILE [reprsim train options...]
 #
 # SCRIPT is the calling run_train.sh (its header comments are its --help). The task is line
-# SLURM_ARRAY_TASK_ID (0-based; TASK_ID when run by hand) of TASKFILE,
-# "experiment<TAB>seed<TAB>frac"; it runs `reprsim train EXPERIMENT --seed S --frac F`
-# with the options after TASKFILE, or with --torchrun
+# SLURM_ARRAY_TASK_ID (0-based; TASK_ID when run by hand) of TASKFILE; reprsim reads it:
+#   reprsim sweep --task ID --task-file TASKFILE --train-args "[options]"
+# or with --torchrun
 #   torchrun --standalone --nproc_per_node=<GPUs of the allocation, 1 if none> \
-#       -m repr_sim train EXPERIMENT --seed S --frac F [options]
+#       -m repr_sim sweep --task ID --task-file TASKFILE --train-args "[options]"
 # GPUs are counted from SLURM_GPUS_ON_NODE, else CUDA_VISIBLE_DEVICES, else (outside a
 # SLURM job only) nvidia-smi; NPROC=N overrides.
 set -euo pipefail
@@ -42,17 +42,14 @@ count_gpus() {
 }
 
 id=${SLURM_ARRAY_TASK_ID:-${TASK_ID:-0}}
-IFS=$'\t' read -r experiment seed frac < <(sed -n "$((id + 1))p" "$task_file") || true
-if [ -z "${frac:-}" ]; then
-    echo "$name: no task $id in $task_file" >&2
-    exit 2
-fi
+train_args=$(printf '%q ' "$@")
+task=(sweep --task "$id" --task-file "$task_file" --train-args "$train_args")
 
 if [ "$launch" = reprsim ]; then
     reprsim=reprsim
     [ -x "$venv/reprsim" ] && reprsim="$venv/reprsim"
-    echo "task $id: $experiment seed $seed frac $frac on $(hostname)"
-    exec "$reprsim" train "$experiment" --seed "$seed" --frac "$frac" "$@"
+    echo "task $id of $task_file on $(hostname)"
+    exec "$reprsim" "${task[@]}"
 fi
 
 if [ -x "$venv/torchrun" ]; then
@@ -64,7 +61,6 @@ else
 fi
 nproc=${NPROC:-$(count_gpus)}
 [[ "$nproc" =~ ^[0-9]+$ ]] && [ "$nproc" -ge 1 ] || nproc=1
-echo "task $id: $experiment seed $seed frac $frac on $(hostname), $nproc process(es)"
+echo "task $id of $task_file on $(hostname), $nproc process(es)"
 cd "$root"
-exec "${torchrun[@]}" --standalone --nproc_per_node="$nproc" -m repr_sim train "$experiment" \
-    --seed "$seed" --frac "$frac" "$@"
+exec "${torchrun[@]}" --standalone --nproc_per_node="$nproc" -m repr_sim "${task[@]}"

@@ -2,7 +2,7 @@
 
 Models. Both checkpoints (`split_<i>/checkpoint.pth`, a state_dict) are loaded with
 `torch.load(weights_only=True)` into the architecture, width and head size the trainer
-built (repr_sim.train.image: `model_data` gives each model's classes and label map,
+built (repr_sim.kinds.image.train: `model_data` gives each model's classes and label map,
 `models.build(cfg["arch"], n, width=cfg.get("width", 64))`), in eval mode; on CUDA
 channels-last with fp16 autocast, as the trainer evaluates.
 
@@ -14,7 +14,7 @@ Probe sets, in the CSV's column order:
   `[probes] ood` list (test part), in config order; <dataset> is the registry dataset
   the beton was written from (its sidecar says so: mnist_64 -> mnist).
 Each set is decoded once per process (betons.load_arrays, cached across pairs) and fed
-through an in-memory eval loader (betons.ArrayLoader, train=False: no augmentation,
+through an in-memory eval loader (loaders.ArrayLoader, train=False: no augmentation,
 sequential order, the dataset entry's mean/std); every batch goes through model A and
 then model B, so both see exactly the same tensors in the same order. `--probe-size N`
 keeps a seeded random subset of N inputs of each set (measure.probe_subset).
@@ -34,9 +34,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import features, models, splits
-from .errors import UserError
-from .measure import (
+from ... import features, models, results, splits
+from ...errors import UserError
+from ...scoring import (
     EMPTY,
     SkipPair,
     first_line,
@@ -48,11 +48,8 @@ from .measure import (
     similarity_rows,
 )
 
-KIND = "image"
-DEFAULT_PROBE_SIZE = None  # the study's: every input of every probe set
-SIM_CSV = "platonic_ffcv.csv"
-ACC_CSV = "platonic_acc_ffcv.csv"
-ACC_HEADER = ["seed", "frac_overlap", "model_idx", "acc"]
+SIM_CSV = results.IMAGE_SIM_CSV
+ACC_CSV = results.IMAGE_ACC_CSV
 
 
 # ---- config --------------------------------------------------------------------------------
@@ -76,7 +73,7 @@ def probe_dataset(probe: str) -> str:
     """The registry dataset an OOD probe beton was written from: its sidecar's "dataset"
     (write_dataset records it), else the dataset whose beton name at the beton's
     resolution is `probe` (registry.beton_name), else the name itself."""
-    from .data import betons, registry
+    from ...data import betons, registry
 
     info = betons.read_sidecar(betons.beton_path(probe, "test")) or {}
     known = registry.names()
@@ -94,9 +91,9 @@ def probe_dataset(probe: str) -> str:
 
 def probe_columns(args: dict) -> list[str]:
     """The probe columns of this pair's similarity file, in order."""
-    columns = ["metric_overlap"] + (["metric_ood_one"] if is_task(args) else [])
+    columns = [results.OVERLAP_PROBE] + ([results.OOD_ONE_PROBE] if is_task(args) else [])
     for probe in ood_probes(_cfg(args)):
-        column = f"metric_ood_all_{probe_dataset(probe)}"
+        column = f"{results.OOD_ALL_PREFIX}{probe_dataset(probe)}"
         if column in columns:
             raise UserError(f"{_cfg(args).get('config_path', args.get('experiment'))}: two OOD probes "
                             f"give the column {column}")
@@ -105,7 +102,8 @@ def probe_columns(args: dict) -> list[str]:
 
 
 def csv_files(args: dict) -> dict[str, list[str]]:
-    return {SIM_CSV: ["seed", "metric", "frac_overlap", *probe_columns(args)], ACC_CSV: ACC_HEADER}
+    return {SIM_CSV: results.similarity_header(probe_columns(args)),
+            ACC_CSV: list(results.ACCURACY_COLUMNS)}
 
 
 def sidecar(args: dict) -> dict:
@@ -115,7 +113,7 @@ def sidecar(args: dict) -> dict:
 
 
 def checkpoint_paths(pair_dir: Path) -> list[Path]:
-    from .train.image import CHECKPOINT
+    from .train import CHECKPOINT
 
     return [Path(pair_dir) / f"split_{i}" / CHECKPOINT for i in (0, 1)]
 
@@ -127,7 +125,7 @@ def inputs(pair_dir: Path, args: dict) -> list[Path]:
 # ---- data ----------------------------------------------------------------------------------
 def cached_arrays(cache: dict, path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(images, labels) of a beton, decoded once per process."""
-    from .data import betons
+    from ...data import betons
 
     key = ("image_arrays", str(Path(path).resolve()))
     if key not in cache:
@@ -136,7 +134,7 @@ def cached_arrays(cache: dict, path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def probe_beton(name: str) -> Path:
-    from .data import betons
+    from ...data import betons
 
     path = betons.beton_path(name, "test")
     if not path.is_file():
@@ -146,7 +144,7 @@ def probe_beton(name: str) -> Path:
 
 
 def mean_std(dataset: str):
-    from .data import registry
+    from ...data import registry
 
     entry = registry.get(dataset) if dataset in registry.names() else None
     return (entry.mean, entry.std) if entry else (registry.MEAN, registry.STD)
@@ -155,7 +153,7 @@ def mean_std(dataset: str):
 # ---- models --------------------------------------------------------------------------------
 def load_model(path: Path, cfg: dict, num_classes: int, device: str) -> torch.nn.Module:
     """The trained model in `path`, built as the trainer built it, in eval mode on `device`."""
-    from .train.image import prepare_model
+    from .train import prepare_model
 
     state = read_state_dict(path)
     arch, width = cfg["arch"], cfg.get("width", 64)
@@ -176,12 +174,12 @@ def load_model(path: Path, cfg: dict, num_classes: int, device: str) -> torch.nn
 def extract(pair: list[torch.nn.Module], images: np.ndarray, indices: np.ndarray, *,
             mean, std, batch_size: int, device: str) -> list[torch.Tensor | None]:
     """Features [len(indices), D] of each model on images[indices], same batches for both."""
-    from .data import betons
-    from .train.image import autocast
+    from ...data import loaders
+    from .train import autocast
 
     if len(indices) == 0:
         return [None for _ in pair]
-    loader = betons.ArrayLoader(images, np.zeros(len(images), dtype=np.int64), indices=indices,
+    loader = loaders.ArrayLoader(images, np.zeros(len(images), dtype=np.int64), indices=indices,
                                 batch_size=batch_size, train=False, device=device, mean=mean, std=std)
     out: list[list[torch.Tensor]] = [[] for _ in pair]
     with torch.no_grad(), autocast(device):
@@ -214,7 +212,7 @@ def in_distribution_sets(split, test_labels: np.ndarray) -> tuple[np.ndarray, di
 
 
 def measure_pair(pair_dir: Path, args: dict, opts, cache: dict) -> dict[str, list[list[str]]]:
-    from .train.image import beton, model_data
+    from .train import beton, model_data
 
     pair_dir = Path(pair_dir)
     where = pair_label(pair_dir)

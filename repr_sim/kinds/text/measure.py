@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import features, splits
-from .errors import UserError
-from .measure import (
+from ... import features, results, splits
+from ...errors import UserError
+from ...scoring import (
     PROBE_SEED,
     SkipPair,
     pair_label,
@@ -43,12 +43,9 @@ from .measure import (
     warn,
 )
 
-KIND = "text"
-DEFAULT_PROBE_SIZE = 82 * 250  # the study's 20,500 windows per probe set
-SIM_CSV = "platonic.csv"
-LOSS_CSV = "platonic_loss.csv"
-LOSS_HEADER = ["seed", "frac_overlap", "model_idx", "val_loss"]
-TASK_COLUMNS = ("metric_common", "metric_OOD_for_one", "metric_OOD_for_all")
+SIM_CSV = results.TEXT_SIM_CSV
+LOSS_CSV = results.TEXT_LOSS_CSV
+TASK_COLUMNS = results.TEXT_TASK_PROBES
 # The study's column names for corpora whose name is longer than the column's.
 COLUMN_NAMES = {"shakespeare_all": "shakespeare"}
 
@@ -62,8 +59,8 @@ def is_task(args: dict) -> bool:
 
 
 def probe_corpora(cfg: dict) -> list[str]:
-    from .data import text as textdata
-    from .train.text import corpora_of
+    from ...data import text as textdata
+    from .train import corpora_of
 
     names = cfg.get("probes", {}).get("corpora") or corpora_of(cfg)
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
@@ -84,7 +81,8 @@ def probe_columns(args: dict) -> list[str]:
 
 
 def csv_files(args: dict) -> dict[str, list[str]]:
-    return {SIM_CSV: ["seed", "metric", "frac_overlap", *probe_columns(args)], LOSS_CSV: LOSS_HEADER}
+    return {SIM_CSV: results.similarity_header(probe_columns(args)),
+            LOSS_CSV: list(results.LOSS_COLUMNS)}
 
 
 def sidecar(args: dict) -> dict:
@@ -94,7 +92,7 @@ def sidecar(args: dict) -> dict:
 
 
 def checkpoint_paths(pair_dir: Path) -> list[Path]:
-    from .train.text import CHECKPOINT
+    from .train import CHECKPOINT
 
     return [Path(pair_dir) / f"split_{i}" / CHECKPOINT for i in (0, 1)]
 
@@ -119,8 +117,8 @@ def probe_groups(args: dict, split) -> dict[str, list[str]]:
 def probe_windows(cache: dict, corpora: list[str], length: int, n: int, where: str,
                   column: str) -> np.ndarray | None:
     """[n, length] int64 windows of the group's val streams (cached); None if too short."""
-    from .data import text as textdata
-    from .paths import data_root
+    from ...data import text as textdata
+    from ...paths import data_root
 
     key = ("text_windows", str(data_root()), tuple(corpora), int(length), int(n))
     if key in cache:
@@ -140,7 +138,7 @@ def probe_windows(cache: dict, corpora: list[str], length: int, n: int, where: s
 
 
 def _autocast(cfg: dict, device: str):
-    from .train.text import recipe
+    from .train import recipe
 
     if device.startswith("cuda") and recipe(cfg)["dtype"] == "bfloat16":
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
@@ -159,7 +157,7 @@ def extract(pair, windows: np.ndarray, *, batch_size: int, device: str, cfg: dic
 
 
 def load_pair(pair_dir: Path, device: str, block: int):
-    from .models import gpt
+    from ...models import gpt
 
     paths = checkpoint_paths(pair_dir)
     missing = [str(p) for p in paths if not p.is_file()]

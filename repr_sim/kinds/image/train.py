@@ -7,7 +7,7 @@ and log.txt, `done` last).
 
 Recipe (all values from the config's [recipe] table): SGD with momentum (no Nesterov),
 weight decay on every parameter, label smoothing, drop-last batches, and the per-iteration
-triangular schedule of repr_sim.train.schedule. On CUDA: fp16 autocast with a gradient
+triangular schedule of repr_sim.kinds.schedule. On CUDA: fp16 autocast with a gradient
 scaler, channels-last model and inputs, loaders that place batches on the GPU; on the CPU
 the same code runs in float32 (autocast and the scaler are disabled).
 
@@ -44,11 +44,11 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .. import models, runs, splits
-from ..errors import UserError
-from ..experiments import experiment_dir
-from . import common
-from .schedule import Triangular
+from ... import models, runs, splits
+from ... import pair as common
+from ...errors import UserError
+from ..schedule import Triangular
+from . import KIND
 
 # CLI option -> config key (repr_sim.train.cli_train applies them).
 OPTION_KEYS = {
@@ -89,10 +89,10 @@ def check_config(cfg: dict) -> None:
     if backend not in LOADER_BACKENDS:
         raise UserError(f"{where}: loader.backend must be one of {', '.join(LOADER_BACKENDS)}, "
                         f"got {backend!r}")
-    from ..data import betons
+    from ...data.augment import resolve_augment
 
     try:  # the loader's own parser, so a bad table fails before anything is written
-        betons.resolve_augment(cfg.get("augment"))
+        resolve_augment(cfg.get("augment"))
     except ValueError as e:
         raise UserError(f"{where}: {e}") from None
 
@@ -108,7 +108,7 @@ def _write_hint(cfg: dict, dataset: str) -> str:
 
 def beton(cfg: dict, part: str) -> Path:
     """The path of the experiment's train or test beton; a clear error if it is missing."""
-    from ..data import betons
+    from ...data import betons
 
     path = Path(betons.beton_path(cfg["dataset"], part))
     if not path.is_file():
@@ -118,7 +118,7 @@ def beton(cfg: dict, part: str) -> Path:
 
 def read_labels(cfg: dict, path: Path) -> np.ndarray:
     """The label field of a beton; an unreadable file is reported as corrupt."""
-    from ..data import betons
+    from ...data import betons
 
     try:
         labels = np.asarray(betons.read_labels(path), dtype=np.int64)
@@ -161,7 +161,7 @@ def model_data(cfg: dict, split, index: int, test_labels: np.ndarray) -> ModelDa
             label_map=dict(label_map),
             num_classes=len(classes),
         )
-    from ..data import registry
+    from ...data import registry
 
     return ModelData(
         index=index,
@@ -177,8 +177,8 @@ def model_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
 
 
-# [loader] backend: "ffcv" (the study's FFCV loaders, betons.make_loader) or "memory" (the
-# beton decoded once per process into arrays, betons.ArrayLoader: no FFCV pipeline to
+# [loader] backend: "ffcv" (the study's FFCV loaders, loaders.make_loader) or "memory" (the
+# beton decoded once per process into arrays, loaders.ArrayLoader: no FFCV pipeline to
 # compile per model, which dominates for the small built-in data of the demo and tests).
 LOADER_BACKENDS = ("ffcv", "memory")
 _MEMORY_ARRAYS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
@@ -190,7 +190,7 @@ def memory_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
     Keyed by the file's path, size and modification time, so a rewritten beton is read
     again. Loaders index the arrays (a copy per batch) and never write into them.
     """
-    from ..data import betons
+    from ...data import betons
 
     path = Path(path).resolve()
     stat = path.stat()
@@ -204,13 +204,13 @@ def memory_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def _open_loader(cfg: dict, path: Path, **kwargs):
     """One loader over a beton, by the config's loader backend."""
-    from ..data import betons, registry
+    from ...data import loaders, registry
 
     if cfg.get("loader", {}).get("backend", "ffcv") == "memory":
         entry = registry.get(cfg["dataset"])
         images, labels = memory_arrays(path)
-        return betons.ArrayLoader(images, labels, mean=entry.mean, std=entry.std, **kwargs)
-    return betons.make_loader(path, **kwargs)
+        return loaders.ArrayLoader(images, labels, mean=entry.mean, std=entry.std, **kwargs)
+    return loaders.make_loader(path, **kwargs)
 
 
 def make_loaders(cfg: dict, data: ModelData, *, device: str, seed: int):
@@ -231,7 +231,7 @@ def _start_epoch(loader, epoch: int) -> None:
     """Make a resumed loader draw the sample order of `epoch`, not that of its first epoch.
 
     FFCV's Loader orders epoch e by (seed + e) and counts epochs in `next_epoch`
-    (betons.BetonLoader wraps it as `.loader`); ArrayLoader counts in `epoch`.
+    (loaders.BetonLoader wraps it as `.loader`); ArrayLoader counts in `epoch`.
     """
     if hasattr(loader, "set_epoch"):
         loader.set_epoch(epoch)
@@ -407,6 +407,7 @@ class Trainer:
                 "log": rows,
             }, self.folder / EPOCH_FILE)
             write_log(self.folder, rows)
+            runs.record_steps(self.folder, step, epochs * iters)
         bar.close()
         runs.atomic_torch_save(common.cpu_state_dict(model), self.folder / CHECKPOINT)
         (self.folder / EPOCH_FILE).unlink(missing_ok=True)
@@ -417,13 +418,11 @@ class Trainer:
 # ---------------------------------------------------------------------------------------
 
 
-def start_args(cfg: dict, folder: Path, seed: int, frac: float, data: list[ModelData],
-                device: str) -> dict:
-    """args.json of this pair (repr_sim.train.common.pair_args)."""
-    return common.pair_args(cfg, folder, seed, frac, {
-        "arch": cfg["arch"], "width": cfg.get("width", 64),
-        "num_classes": [d.num_classes for d in data], "dataset": cfg["dataset"],
-        "split": cfg["split"], "mode": cfg["mode"]}, device)
+def pair_fields(cfg: dict, data: list[ModelData]) -> dict:
+    """The image kind's own entries of a pair's args.json."""
+    return {"arch": cfg["arch"], "width": cfg.get("width", 64),
+            "num_classes": [d.num_classes for d in data], "dataset": cfg["dataset"],
+            "split": cfg["split"], "mode": cfg["mode"]}
 
 
 def resolve_device(device: str | None) -> str:
@@ -436,41 +435,40 @@ def resolve_device(device: str | None) -> str:
     return device
 
 
-def train_pair(cfg: dict, seed: int, frac: float, *, device: str | None = None) -> Path:
-    """Train both models of pair (seed, frac) of experiment `cfg`; returns the pair folder."""
+def prepare_pair(cfg: dict, seed: int, frac: float, device: str) -> common.PairJob:
+    """The pair as the generic driver (repr_sim.pair.train) runs it: the split, the data of
+    both models, checked before anything is written."""
     check_config(cfg)
-    folder = runs.pair_dir(experiment_dir(cfg), seed, frac)
-    if runs.is_done(folder):
-        print(f"{folder}: already trained, skipping")
-        return folder
-    device = resolve_device(device)
     train_path, test_path = beton(cfg, "train"), beton(cfg, "test")
     train_labels, test_labels = read_labels(cfg, train_path), read_labels(cfg, test_path)
     split = make_split(cfg, train_labels, frac, seed)
     data = [model_data(cfg, split, i, test_labels) for i in (0, 1)]
-
-    drop_last = cfg["recipe"].get("drop_last", True)
+    recipe = cfg["recipe"]
+    drop_last = recipe.get("drop_last", True)
     for d in data:  # fail before anything is written if a model cannot fill one batch
-        if drop_last and len(d.train_indices) < cfg["recipe"]["batch_size"]:
+        if drop_last and len(d.train_indices) < recipe["batch_size"]:
             raise UserError(
                 f"model {d.index} has {len(d.train_indices)} training images, fewer than one "
-                f"batch of {cfg['recipe']['batch_size']} (drop-last): lower --batch-size"
+                f"batch of {recipe['batch_size']} (drop-last): lower --batch-size"
             )
 
-    with common.pair_lock(folder) as ours:
-        if not ours:  # another process finished it while this one waited
-            return folder
-        args = start_args(cfg, folder, seed, frac, data, device)
-        runs.atomic_write_json(folder / "args.json", args)
-        common.save_split(split, folder)
-        for d in data:
-            model_dir = folder / f"split_{d.index}"
-            if (model_dir / CHECKPOINT).is_file():
-                print(f"{model_dir}: already trained, keeping it")
-                continue
-            model_dir.mkdir(exist_ok=True)
-            label = f"{cfg['name']} seed {seed} frac {frac:g} model {d.index}"
-            Trainer(cfg, d, model_dir, device, model_seed(seed, d.index), label).run()
-        common.finish_pair(folder, args)
-    print(f"{folder}: done")
-    return folder
+    def train_model(i: int, model_dir: Path) -> None:
+        label = f"{cfg['name']} seed {seed} frac {frac:g} model {i}"
+        Trainer(cfg, data[i], model_dir, device, model_seed(seed, i), label).run()
+
+    return common.PairJob(fields=pair_fields(cfg, data), n_models=2, train_model=train_model,
+                          checkpoint=CHECKPOINT, split=split,
+                          steps=[total_steps(cfg, len(d.train_indices)) for d in data])
+
+
+def total_steps(cfg: dict, n_images: int) -> int:
+    r = cfg["recipe"]
+    per_epoch = (n_images // r["batch_size"] if r.get("drop_last", True)
+                 else -(-n_images // r["batch_size"]))
+    return r["epochs"] * per_epoch
+
+
+def train_pair(cfg: dict, seed: int, frac: float, *, device: str | None = None) -> Path:
+    """Train both models of pair (seed, frac) of experiment `cfg`; returns the pair folder."""
+    return common.train(cfg, seed, frac, prepare_pair, device=resolve_device(device),
+                        defaults=KIND.defaults)

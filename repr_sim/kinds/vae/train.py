@@ -9,7 +9,7 @@ small, and a VAE step is far cheaper than an FFCV pipeline compile) and turned g
 dataset such as MNIST, stored with its value in all three channels, comes out unchanged).
 No normalisation, no augmentation.
 
-Split and run folder exactly as for the ResNets (repr_sim.train.image): the split is made
+Split and run folder exactly as for the ResNets (repr_sim.kinds.image.train): the split is made
 from the train beton's labels and saved under split_indices/; model 0 trains on split.a,
 model 1 on split.b; a task split's model sees every training image of its classes and is
 evaluated on the test images of its classes (a dataset split's on the whole test set).
@@ -41,12 +41,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .. import models, runs
-from ..errors import UserError
-from ..experiments import experiment_dir
-from ..models import vae as vae_model
-from ..models.vae import vae_loss
-from . import common, image
+from ... import models, runs
+from ... import pair as common
+from ...errors import UserError
+from ...models import vae as vae_model
+from ...models.vae import vae_loss
+from ..image import train as image
+from . import KIND
 
 OPTION_KEYS = {"epochs": "recipe.epochs", "batch_size": "recipe.batch_size", "lr": "recipe.lr"}
 RECIPE_KEYS = ("epochs", "batch_size", "lr", "weight_decay", "beta")
@@ -75,7 +76,7 @@ def check_config(cfg: dict) -> None:
 
 def beton_path(cfg: dict, dataset: str, part: str) -> Path:
     """The beton of `dataset` at the experiment's resolution; a clear error if missing."""
-    from ..data import betons, registry
+    from ...data import betons, registry
 
     path = betons.beton_path(registry.beton_name(dataset, cfg["resolution"]), part)
     if not path.is_file():
@@ -94,7 +95,7 @@ def grey(images: np.ndarray) -> torch.Tensor:
 
 def load_grey(path: Path) -> tuple[torch.Tensor, np.ndarray]:
     """(grey images [N, 1, H, W] in [0, 1], labels int64) of a beton, decoded once."""
-    from ..data import betons
+    from ...data import betons
 
     images, labels = betons.load_arrays(path)
     return grey(images), labels
@@ -194,6 +195,7 @@ class VAETrainer:
                 "rng": common.rng_state(), "epoch": epoch, "elapsed": elapsed, "log": rows,
             }, self.folder / image.EPOCH_FILE)
             image.write_log(self.folder, rows)
+            runs.record_steps(self.folder, epoch * iters, epochs * iters)
         bar.close()
         runs.atomic_torch_save(common.cpu_state_dict(model), self.folder / image.CHECKPOINT)
         (self.folder / image.EPOCH_FILE).unlink(missing_ok=True)
@@ -205,14 +207,9 @@ def _select(x: torch.Tensor, indices: np.ndarray | None, device: str) -> torch.T
     return chosen.to(device)
 
 
-def train_pair(cfg: dict, seed: int, frac: float, *, device: str | None = None) -> Path:
-    """Train both VAEs of pair (seed, frac) of experiment `cfg`; returns the pair folder."""
+def prepare_pair(cfg: dict, seed: int, frac: float, device: str) -> common.PairJob:
+    """Both VAEs of pair (seed, frac), their data checked before anything is written."""
     check_config(cfg)
-    folder = runs.pair_dir(experiment_dir(cfg), seed, frac)
-    if runs.is_done(folder):
-        print(f"{folder}: already trained, skipping")
-        return folder
-    device = image.resolve_device(device)
     train_path = beton_path(cfg, cfg["dataset"], "train")
     test_path = beton_path(cfg, cfg["dataset"], "test")
     train_labels = image.read_labels(cfg, train_path)
@@ -223,31 +220,28 @@ def train_pair(cfg: dict, seed: int, frac: float, *, device: str | None = None) 
         if len(d.train_indices) == 0:
             raise UserError(f"model {d.index} of {cfg['name']} seed {seed} frac {frac:g} has no "
                             f"training images ({train_path} is too small for this split)")
+    grey = {}
 
-    with common.pair_lock(folder) as ours:
-        if not ours:  # another process finished it while this one waited
-            return folder
-        args = image.start_args(cfg, folder, seed, frac, data, device)
-        args.pop("width", None)  # a ResNet setting
-        args.update(resolution=cfg["resolution"],
-                    latent_dim=int(cfg.get("latent_dim", vae_model.LATENT)))
-        runs.atomic_write_json(folder / "args.json", args)
-        common.save_split(split, folder)
-        todo = {d.index for d in data
-                if not (folder / f"split_{d.index}" / image.CHECKPOINT).is_file()}
-        if todo:  # decoded once for both models
-            train_x, test_x = load_grey(train_path)[0], load_grey(test_path)[0]
-        for d in data:
-            model_dir = folder / f"split_{d.index}"
-            if d.index not in todo:
-                print(f"{model_dir}: already trained, keeping it")
-                continue
-            model_dir.mkdir(exist_ok=True)
-            label = f"{cfg['name']} seed {seed} frac {frac:g} model {d.index}"
-            VAETrainer(cfg, d, model_dir, device, image.model_seed(seed, d.index), label,
-                       _select(train_x, d.train_indices, device),
-                       _select(test_x, d.test_indices, device)).run()
-        common.finish_pair(folder, args)
-    print(f"{folder}: done")
-    return folder
+    def before_training(left: list[int]) -> None:  # decoded once for both models
+        grey["train"], grey["test"] = load_grey(train_path)[0], load_grey(test_path)[0]
 
+    def train_model(i: int, model_dir: Path) -> None:
+        d = data[i]
+        label = f"{cfg['name']} seed {seed} frac {frac:g} model {i}"
+        VAETrainer(cfg, d, model_dir, device, image.model_seed(seed, i), label,
+                   _select(grey["train"], d.train_indices, device),
+                   _select(grey["test"], d.test_indices, device)).run()
+
+    fields = image.pair_fields(cfg, data)
+    fields.pop("width", None)  # a ResNet setting
+    fields.update(resolution=cfg["resolution"],
+                  latent_dim=int(cfg.get("latent_dim", vae_model.LATENT)))
+    return common.PairJob(fields=fields, n_models=2, train_model=train_model,
+                          checkpoint=image.CHECKPOINT, split=split,
+                          before_training=before_training)
+
+
+def train_pair(cfg: dict, seed: int, frac: float, *, device: str | None = None) -> Path:
+    """Train both VAEs of pair (seed, frac) of experiment `cfg`; returns the pair folder."""
+    return common.train(cfg, seed, frac, prepare_pair, device=image.resolve_device(device),
+                        defaults=KIND.defaults)

@@ -1,7 +1,7 @@
 """Train one label partition (PROTOCOL section 2, task-only overlap) into its run folder.
 
 The partition recipe is the image recipe with other config values: every model is
-trained by repr_sim.train.image's `Trainer` (SGD, triangular schedule, label smoothing,
+trained by repr_sim.kinds.image.train's `Trainer` (SGD, triangular schedule, label smoothing,
 per-epoch resume checkpoints, fp16 on CUDA) on *all* images of the ColorShapeDigit train
 beton, with the label map of its label set (repr_sim.data.partition) applied by the
 loader, and evaluated each epoch on the val beton (the registry's "test" split) under the
@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import runs
-from ..data import partition
-from ..errors import UserError
-from ..experiments import experiment_dir
-from . import common, image
+from ... import pair as common
+from ...data import partition
+from ...errors import UserError
+from ..image import train as image
+from . import KIND
 
 OPTION_KEYS = image.OPTION_KEYS
 
@@ -56,15 +56,10 @@ def _check_labels(path: Path, labels: np.ndarray) -> None:
                         f"(0..{partition.NUM_CLASSES - 1}), found {labels.min()}..{labels.max()}")
 
 
-def train_pair(cfg: dict, seed: int, frac: float, *, device: str | None = None) -> Path:
-    """Train the models of the partition `frac` stands for; returns the pair folder."""
+def prepare_pair(cfg: dict, seed: int, frac: float, device: str) -> common.PairJob:
+    """The models of the partition `frac` stands for, checked before anything is written."""
     check_config(cfg)
     part = partition.partition_of_frac(frac)
-    folder = runs.pair_dir(experiment_dir(cfg), seed, frac)
-    if runs.is_done(folder):
-        print(f"{folder}: already trained, skipping")
-        return folder
-    device = image.resolve_device(device)
     train_path, test_path = image.beton(cfg, "train"), image.beton(cfg, "test")
     train_labels = image.read_labels(cfg, train_path)
     _check_labels(train_path, train_labels)
@@ -72,21 +67,18 @@ def train_pair(cfg: dict, seed: int, frac: float, *, device: str | None = None) 
     names = partition.PARTITIONS[part]
     data = model_data(names, len(train_labels))
 
-    with common.pair_lock(folder) as ours:
-        if not ours:  # another process finished it while this one waited
-            return folder
-        args = image.start_args(cfg, folder, seed, frac, data, device)
-        args.update(partition=part, models=list(names))
-        runs.atomic_write_json(folder / "args.json", args)
-        for name, d in zip(names, data, strict=True):
-            model_dir = folder / f"split_{d.index}"
-            if (model_dir / image.CHECKPOINT).is_file():
-                print(f"{model_dir}: already trained, keeping it")
-                continue
-            model_dir.mkdir(exist_ok=True)
-            label = f"{cfg['name']} seed {seed} {part} {name}"
-            model_seed = image.model_seed(seed, partition.model_index(name))
-            image.Trainer(cfg, d, model_dir, device, model_seed, label).run()
-        common.finish_pair(folder, args)
-    print(f"{folder}: done")
-    return folder
+    def train_model(i: int, model_dir: Path) -> None:
+        label = f"{cfg['name']} seed {seed} {part} {names[i]}"
+        model_seed = image.model_seed(seed, partition.model_index(names[i]))
+        image.Trainer(cfg, data[i], model_dir, device, model_seed, label).run()
+
+    fields = {**image.pair_fields(cfg, data), "partition": part, "models": list(names)}
+    return common.PairJob(fields=fields, n_models=len(names), train_model=train_model,
+                          checkpoint=image.CHECKPOINT,
+                          steps=[image.total_steps(cfg, len(d.train_indices)) for d in data])
+
+
+def train_pair(cfg: dict, seed: int, frac: float, *, device: str | None = None) -> Path:
+    """Train the models of the partition `frac` stands for; returns the pair folder."""
+    return common.train(cfg, seed, frac, prepare_pair, device=image.resolve_device(device),
+                        defaults=KIND.defaults)

@@ -46,12 +46,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import runs, splits
-from ..data import text as textdata
-from ..errors import UserError
-from ..experiments import experiment_dir
-from ..models import gpt as gptmod
-from . import common
+from ... import pair as common
+from ... import runs, splits
+from ...data import text as textdata
+from ...errors import UserError
+from ...models import gpt as gptmod
+from . import KIND
 
 # CLI option -> config key (repr_sim.train.cli_train applies them).
 OPTION_KEYS = {
@@ -446,6 +446,7 @@ class Trainer:
                         "iter_num": it, "bad_evals": bad_evals, "best_iter": best_iter,
                         "elapsed": elapsed, "model_args": self.model_args(),
                     }, self.folder / RESUME)
+                    runs.record_steps(self.folder, it, iters)
                 note = "best" if improved else (f"best {best:.4f} at {best_iter}, {bad_evals}/"
                                                 f"{r['patience']} without improvement")
                 log(f"{self.label} iter {it}: val loss {val_loss:.4f} ({note})")
@@ -499,9 +500,9 @@ class Trainer:
 # ---------------------------------------------------------------------------------------
 
 
-def _start_args(cfg, folder, seed, frac, split, tokenizer, vocab, device, dist) -> dict:
-    """args.json of this pair (repr_sim.train.common.pair_args)."""
-    return common.pair_args(cfg, folder, seed, frac, {
+def pair_fields(cfg, split, tokenizer, vocab, dist) -> dict:
+    """The text kind's own entries of a pair's args.json."""
+    return {
         "overlap": split.overlap,
         "arch": gptmod.ARCH,
         "model_args": {**cfg["model"], "vocab_size": gptmod.padded_vocab(vocab)},
@@ -511,7 +512,7 @@ def _start_args(cfg, folder, seed, frac, split, tokenizer, vocab, device, dist) 
         "corpora": [model_corpora(cfg, split, i) for i in (0, 1)],
         "tokenizer": tokenizer,
         "block_size": int(cfg["model"]["block_size"]),
-        "world_size": dist.world}, device)
+        "world_size": dist.world}
 
 
 def model_finished(folder: Path) -> bool:
@@ -519,56 +520,37 @@ def model_finished(folder: Path) -> bool:
     return (folder / CHECKPOINT).is_file() and state.is_file() and runs.read_json(state).get("finished")
 
 
-def train_pair(cfg: dict, seed: int, frac: float, *, device: str | None = None, args=None) -> Path:
-    """Train both models of pair (seed, frac) of a text experiment; returns the pair folder."""
+def prepare_pair(cfg: dict, seed: int, frac: float, device: str, dist: Dist) -> common.PairJob:
+    """Both GPTs of pair (seed, frac); their data checked before anything is written."""
     check_config(cfg)
-    folder = runs.pair_dir(experiment_dir(cfg), seed, frac)
-    if runs.is_done(folder):
-        print(f"{folder}: already trained, skipping")
-        return folder
-    dist = Dist.from_env()
-    device = resolve_device(device if device is not None else getattr(args, "device", None), dist)
     tokenizer, vocab = tokenizer_of(cfg)
     split = make_split(cfg, seed, frac)  # the seed alone decides it: the same on every rank
     for i in (0, 1):  # fail before training anything if a model's data is unusable
         samplers(cfg, split, i)
+
+    def train_model(i: int, model_dir: Path) -> None:
+        label = f"{cfg['name']} seed {seed} frac {frac:g} model {i}"
+        Trainer(cfg, split, i, model_dir, device, dist, seed, tokenizer, vocab, label).run()
+
+    return common.PairJob(fields=pair_fields(cfg, split, tokenizer, vocab, dist), n_models=2,
+                          train_model=train_model, checkpoint=CHECKPOINT, split=split,
+                          steps=[recipe(cfg)["iters"]] * 2, model_finished=model_finished,
+                          dist=dist)
+
+
+def train_pair(cfg: dict, seed: int, frac: float, *, device: str | None = None, args=None) -> Path:
+    """Train both models of pair (seed, frac) of a text experiment; returns the pair folder."""
+    dist = Dist.from_env()
+    device = resolve_device(device if device is not None else getattr(args, "device", None), dist)
     if device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-
+    if runs.is_finished(common.pair_folder(cfg, seed, frac)):  # before starting processes
+        return common.train(cfg, seed, frac, None, device=device)
     dist.start("cuda" if device.startswith("cuda") else "cpu")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        lock = folder / ".lock"
-        with runs.file_lock(lock) if dist.main else contextlib.nullcontext():
-            finished = runs.is_done(folder) if dist.main else None
-            if dist.main and not finished:
-                info = _start_args(cfg, folder, seed, frac, split, tokenizer, vocab, device, dist)
-                runs.atomic_write_json(folder / "args.json", info)
-                common.save_split(split, folder)
-            if dist.share(finished):  # another process finished it while we waited
-                print(f"{folder}: already trained, skipping")
-                return folder
-            dist.barrier()
-            for i in (0, 1):
-                model_dir = folder / f"split_{i}"
-                if model_finished(model_dir):
-                    if dist.main:
-                        print(f"{model_dir}: already trained, keeping it")
-                    continue
-                model_dir.mkdir(exist_ok=True)
-                dist.barrier()
-                label = f"{cfg['name']} seed {seed} frac {frac:g} model {i}"
-                Trainer(cfg, split, i, model_dir, device, dist, seed, tokenizer, vocab, label).run()
-                dist.barrier()
-            if dist.main:
-                info["end_time"] = common.now()
-                runs.atomic_write_json(folder / "args.json", info)
-                runs.mark_done(folder)
-        if dist.main:
-            lock.unlink(missing_ok=True)
-            print(f"{folder}: done")
-        return folder
+        return common.train(cfg, seed, frac, lambda c, s, f, d: prepare_pair(c, s, f, d, dist),
+                            device=device, defaults=KIND.defaults)
     finally:
         dist.stop()
 

@@ -7,10 +7,10 @@ Features: the 20-d latent mean (`ConvVAE.features`), the representation the enco
 an input (the study took the best over {mean, log-variance, both}; PROTOCOL section 2).
 
 Probe sets and the similarity file: exactly those of the ResNet CIFAR-10 experiments
-(repr_sim.measure_image: `metric_overlap` = the whole test set, or the shared classes' test
+(repr_sim.kinds.image.measure: `metric_overlap` = the whole test set, or the shared classes' test
 images for a task split, `metric_ood_one` = the classes of one model only, then
 `metric_ood_all_<dataset>` per beton of `[probes] ood`), every image turned grey in [0, 1]
-as in training (repr_sim.train.vae.grey), both models fed the same batches in the same
+as in training (repr_sim.kinds.vae.train.grey), both models fed the same batches in the same
 order, `--probe-size` a seeded subset (default: whole sets).
 
 A VAE has no classifier, so there is no accuracy file (the study published none for its
@@ -28,9 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import models, splits
-from .errors import UserError
-from .measure import (
+from ... import models, results, splits
+from ...errors import UserError
+from ...models import vae as vae_model
+from ...scoring import (
     EMPTY,
     SkipPair,
     first_line,
@@ -41,7 +42,7 @@ from .measure import (
     score_probes,
     similarity_rows,
 )
-from .measure_image import (
+from ..image.measure import (
     checkpoint_paths,
     in_distribution_sets,
     is_task,
@@ -50,13 +51,9 @@ from .measure_image import (
     probe_columns,
     probe_dataset,
 )
-from .models import vae as vae_model
 
-KIND = "vae"
-DEFAULT_PROBE_SIZE = None  # as the ResNet CIFAR-10 files: every input of every probe set
-SIM_CSV = "platonic_ffcv.csv"
-LOSS_CSV = "platonic_loss_ffcv.csv"
-LOSS_HEADER = ["seed", "frac_overlap", "model_idx", "val_loss"]
+SIM_CSV = results.IMAGE_SIM_CSV
+LOSS_CSV = results.VAE_LOSS_CSV
 LOSS_SEED = 0  # the posterior samples of the test loss
 
 
@@ -65,8 +62,8 @@ def _cfg(args: dict) -> dict:
 
 
 def csv_files(args: dict) -> dict[str, list[str]]:
-    return {SIM_CSV: ["seed", "metric", "frac_overlap", *probe_columns(args)],
-            LOSS_CSV: LOSS_HEADER}
+    return {SIM_CSV: results.similarity_header(probe_columns(args)),
+            LOSS_CSV: list(results.LOSS_COLUMNS)}
 
 
 def sidecar(args: dict) -> dict:
@@ -80,7 +77,7 @@ def inputs(pair_dir: Path, args: dict) -> list[Path]:
 
 def cached_grey(cache: dict, path: Path) -> tuple[torch.Tensor, np.ndarray]:
     """(grey images [N, 1, H, W] in [0, 1], labels) of a beton, decoded once per process."""
-    from .train.vae import load_grey
+    from .train import load_grey
 
     key = ("vae_grey", str(Path(path).resolve()))
     if key not in cache:
@@ -116,7 +113,7 @@ def extract(pair, x: torch.Tensor, indices: np.ndarray, *, batch_size: int, devi
 def test_loss(model, x: torch.Tensor, indices: np.ndarray, cfg: dict, *, batch_size: int,
               device: str) -> float:
     """Loss per image on x[indices]; -1 for no images."""
-    from .train.vae import mean_loss
+    from .train import mean_loss
 
     if len(indices) == 0:
         return EMPTY
@@ -125,7 +122,7 @@ def test_loss(model, x: torch.Tensor, indices: np.ndarray, cfg: dict, *, batch_s
 
 
 def measure_pair(pair_dir: Path, args: dict, opts, cache: dict) -> dict[str, list[list[str]]]:
-    from .train.vae import beton_path
+    from .train import beton_path
 
     pair_dir = Path(pair_dir)
     where = pair_label(pair_dir)

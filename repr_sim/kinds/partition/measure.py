@@ -2,8 +2,8 @@
 (kind "partition").
 
 A pair folder seed_<S>/frac_<F>/ of the partition experiment holds the 2 or 3 models of
-one partition (repr_sim.train.partition; args.json "partition" and "models"). Each model
-is loaded as the image measurer loads a ResNet (repr_sim.measure_image.load_model:
+one partition (repr_sim.kinds.partition.train; args.json "partition" and "models"). Each model
+is loaded as the image measurer loads a ResNet (repr_sim.kinds.image.measure.load_model:
 weights_only, the architecture and head size the trainer built), and every probe set is
 run through all models of the partition batch by batch (the same tensors in the same
 order for every model), so each model's features are extracted once and every pair of
@@ -31,10 +31,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import splits
-from .data import partition
-from .errors import UserError
-from .measure import (
+from ... import results, splits
+from ...data import partition
+from ...errors import UserError
+from ...metrics import METRICS
+from ...scoring import (
     SkipPair,
     format_float,
     format_metric,
@@ -43,7 +44,7 @@ from .measure import (
     save_features,
     score_probe,
 )
-from .measure_image import (
+from ..image.measure import (
     accuracy,
     cached_arrays,
     extract,
@@ -52,15 +53,11 @@ from .measure_image import (
     probe_beton,
     probe_dataset,
 )
-from .metrics import METRICS
 
-KIND = "partition"
 DEFAULT_PROBE_SIZE = 42 * 512  # the study's: up to 42 batches of 512 per probe set
-SIM_CSV = "platonic_ffcv.csv"
-ACC_CSV = "platonic_acc_ffcv.csv"
-ACC_HEADER = ["seed", "partition", "model", "acc"]
-KEYS = ["seed", "metric", "partition", "model0", "model1"]
-VAL_COLUMN = "partition_metric"
+SIM_CSV = results.IMAGE_SIM_CSV
+ACC_CSV = results.IMAGE_ACC_CSV
+VAL_COLUMN = results.PARTITION_VAL_PROBE
 
 
 def _cfg(args: dict) -> dict:
@@ -84,7 +81,8 @@ def probe_columns(args: dict) -> list[str]:
 
 
 def csv_files(args: dict) -> dict[str, list[str]]:
-    return {SIM_CSV: [*KEYS, *probe_columns(args)], ACC_CSV: ACC_HEADER}
+    return {SIM_CSV: results.partition_header(probe_columns(args)),
+            ACC_CSV: list(results.PARTITION_ACC_COLUMNS)}
 
 
 def sidecar(args: dict) -> dict:
@@ -104,14 +102,14 @@ def partition_of(args: dict, pair_dir: Path) -> tuple[str, tuple[str, ...]]:
 
 
 def inputs(pair_dir: Path, args: dict) -> list[Path]:
-    from .train.image import CHECKPOINT
+    from ..image.train import CHECKPOINT
 
     _, names = partition_of(args, pair_dir)
     return [Path(pair_dir) / f"split_{i}" / CHECKPOINT for i in range(len(names))]
 
 
 def measure_pair(pair_dir: Path, args: dict, opts, cache: dict) -> dict[str, list[list[str]]]:
-    from .train.image import beton
+    from ..image.train import beton
 
     pair_dir = Path(pair_dir)
     where = pair_label(pair_dir)

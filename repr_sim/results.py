@@ -1,0 +1,99 @@
+"""Result files, declared once: their names, headers, the empty-probe value, the partition x.
+
+Writers (the kinds' measurers, `reprsim measure`, the demo) and readers (repr_sim.analysis,
+repr_sim.summary, repr_sim.plots, the notebook) take every column name and file name from
+here, so a header cannot drift between the two sides. A result file is recognised by its
+header, never by its name (docs/protocol.md section 3):
+
+    similarity          seed,metric,frac_overlap,metric_<probe>[,metric_<probe>...]
+    accuracy            seed,frac_overlap,model_idx,acc
+    loss                seed,frac_overlap,model_idx,val_loss
+    partition           seed,metric,partition,model0,model1,<probe>[,<probe>...]
+    partition_accuracy  seed,partition,model,acc
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+EMPTY = -1.0  # every metric of an empty (or too small) probe set; an accuracy with no shared class
+
+# ---- headers -----------------------------------------------------------------------------
+SIMILARITY_KEYS = ("seed", "metric", "frac_overlap")
+PARTITION_KEYS = ("seed", "metric", "partition", "model0", "model1")
+ACCURACY_COLUMNS = ("seed", "frac_overlap", "model_idx", "acc")
+LOSS_COLUMNS = ("seed", "frac_overlap", "model_idx", "val_loss")
+PARTITION_ACC_COLUMNS = ("seed", "partition", "model", "acc")
+
+
+@dataclass(frozen=True)
+class Schema:
+    """One kind of result file: its leading columns, whether more (probe) columns follow."""
+
+    kind: str
+    keys: tuple[str, ...]
+    exact: bool  # True: no further columns; False: one or more probe columns follow
+    description: str
+
+
+SCHEMAS = (
+    Schema("similarity", SIMILARITY_KEYS, False, "similarity file"),
+    Schema("partition", PARTITION_KEYS, False, "label-partition similarity file"),
+    Schema("accuracy", ACCURACY_COLUMNS, True, "accuracy file"),
+    Schema("loss", LOSS_COLUMNS, True, "text loss file"),
+    Schema("partition_accuracy", PARTITION_ACC_COLUMNS, True, "label-partition accuracy file"),
+)
+
+# ---- probe columns -----------------------------------------------------------------------
+OVERLAP_PROBE = "metric_overlap"  # the in-distribution probe of image and VAE files
+OOD_ONE_PROBE = "metric_ood_one"  # task split: the classes only one model was trained on
+OOD_ALL_PREFIX = "metric_ood_all_"  # + the registry dataset of an OOD probe set
+
+# Label partitions (docs/protocol.md section 4): the val set's column, the study's table's
+# probe columns, and the x value of each partition.
+PARTITION_VAL_PROBE = "partition_metric"
+PARTITION_PROBES = (PARTITION_VAL_PROBE, "cifar10", "mnist", "svhn")
+PARTITION_X = {"partition1": 0.0, "partition2": 0.5, "partition3": 1.0}
+
+# Probe columns that only exist in task-overlap files (the probe sets depend on which
+# classes or corpora the two models share).
+TEXT_TASK_PROBES = ("metric_common", "metric_OOD_for_one", "metric_OOD_for_all")
+TASK_PROBES = (OOD_ONE_PROBE, *TEXT_TASK_PROBES)
+
+# ---- file names in an experiment folder ----------------------------------------------------
+IMAGE_SIM_CSV = "platonic_ffcv.csv"  # image, partition and VAE experiments
+IMAGE_ACC_CSV = "platonic_acc_ffcv.csv"
+VAE_LOSS_CSV = "platonic_loss_ffcv.csv"
+TEXT_SIM_CSV = "platonic.csv"
+TEXT_LOSS_CSV = "platonic_loss.csv"
+
+
+def similarity_header(probe_columns) -> list[str]:
+    return [*SIMILARITY_KEYS, *probe_columns]
+
+
+def partition_header(probe_columns) -> list[str]:
+    return [*PARTITION_KEYS, *probe_columns]
+
+
+# ---- the study's second version (PROTOCOL_V2 sections 2-7) ----------------------------------
+# Transfer-attack success between the two models of a pair: image attacks (MI-FGSM) write
+# normal_asr first; the Llama jailbreak files have the same columns in the other order.
+ASR_COLUMNS = ("seed", "frac_overlap", "normal_asr", "transfer_asr")
+JAILBREAK_COLUMNS = ("seed", "frac_overlap", "transfer_asr", "normal_asr")
+TRANSFER_ASR = "transfer_asr"  # the victim (split_1) model's error on the adversarial inputs
+NORMAL_ASR = "normal_asr"  # the source model's own error on them
+TRANSFER_KINDS = ("transfer", "jailbreak")
+SCHEMAS += (
+    Schema("transfer", ASR_COLUMNS, True, "transfer-attack file"),
+    Schema("jailbreak", JAILBREAK_COLUMNS, True, "transfer-jailbreak file"),
+)
+
+# v2 probe columns: the dataset-overlap files of the timm models score every model on all
+# three image test sets (metric_<dataset>); the diffusion files name their CIFAR-10 test
+# probe "train_ds"; the Llama files name the corpus (metric_tinycodes) and use the text task
+# probes of TEXT_TASK_PROBES.
+V2_IMAGE_PROBES = ("metric_cifar100", "metric_tinyimagenet", "metric_cifar10")
+DIFFUSION_PROBE = "metric_train_ds"
+LLM_DS_PROBE = "metric_tinycodes"
+LLM_OOD_ONE_PROBE = "metric_OOD_for_one"
