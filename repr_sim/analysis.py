@@ -658,8 +658,8 @@ def v2_rule(result: ResultFile) -> V2Rule:
         why = "transfer_asr" + ("; overlap 0 (no shared class) left out" if drop == 0.0 else "")
         return V2Rule(None, (TRANSFER_ASR,), (TRANSFER_ASR,), drop, why)
     if result.kind != "similarity":
-        raise UserError(f"{result.path}: the v2 study makes no table of a {result.kind} file "
-                        "(its values enter the accuracy table: reprsim summary --study v2)")
+        raise UserError(f"{result.path}: the v2 study makes no table of {result.kind} files "
+                        "(their values enter the accuracy table: reprsim summary --study v2)")
     metric = "cknna" if arch == "unet" else "cka"
     if arch == "gpt":  # the three v1 files, unchanged: every probe, every row
         cols = result.value_columns

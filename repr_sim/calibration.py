@@ -249,10 +249,8 @@ class _Null:
 
     def _chunk(self) -> int:
         """Permutations per chunk: the temporaries of one must fit the metrics' budget."""
-        n, k = self.n, max(self.ks)
-        per_perm = 8 * n * k * 16 + 4 * n * self.top.b.d + 12 * self.top.a.d * self.top.b.d
-        if self._use_kernels:
-            per_perm = 8 * n * k * 16 + 16 * n * n
+        # about 16 int64/float64 N x k temporaries in the kNN part; svcca's m x N x 10 gather
+        per_perm = 8 * self.n * (16 * max(self.ks) + M.SVCCA_DIMS)
         return max(1, M._budget(self.device) // per_perm)
 
     def _chunk_values(self, pc: torch.Tensor) -> dict:
@@ -366,11 +364,18 @@ class _Null:
         return ac.T.float().contiguous(), bc.float()
 
     def _cross_frob(self, pc: torch.Tensor) -> list[float]:
+        """||A_c^T P B_c||_F^2 for each permutation in the chunk."""
         first, second = self._cross_pieces
         if self._use_kernels:
             return [float((first * second[p][:, p]).sum()) for p in pc]
-        prod = torch.matmul(first, second[pc])  # m x D_a x D_b, float32
-        return prod.double().square().sum(dim=(1, 2)).tolist()
+        # one permutation at a time into reused buffers: each product is a full-size GEMM
+        rows = torch.empty_like(second)
+        prod = torch.empty((first.shape[0], second.shape[1]), dtype=first.dtype, device=first.device)
+        out = []
+        for p in pc:
+            torch.matmul(first, torch.index_select(second, 0, p, out=rows), out=prod)
+            out.append(float(torch.linalg.vector_norm(prod, dtype=torch.float64)) ** 2)
+        return out
 
     def _cka_values(self, pc: torch.Tensor) -> dict:
         pair = self.top
@@ -380,13 +385,19 @@ class _Null:
             out[("cka", None)] = [M._guarded_ratio(f, pair.a.self_frob, pair.b.self_frob)
                                   for f in frobs]
         if "unbiased_cka" in self.names:
-            da, db = pair.a.sq_norms, pair.b.sq_norms
-            haa = pair.hsic_unbiased(pair.a.self_frob, da, da)
-            hbb = pair.hsic_unbiased(pair.b.self_frob, db, db)
-            out[("unbiased_cka", None)] = [
-                M._guarded_ratio(pair.hsic_unbiased(f, da, db[p]), haa, hbb)
-                for f, p in zip(frobs, pc, strict=True)]
+            out[("unbiased_cka", None)] = self._unbiased_values(pc, frobs)
         return out
+
+    def _unbiased_values(self, pc: torch.Tensor, frobs: list[float]) -> list[float]:
+        """metrics._Pair.hsic_unbiased with dB permuted (its other sums do not change)."""
+        pair, n = self.top, self.n
+        da, db = pair.a.sq_norms, pair.b.sq_norms
+        haa = pair.hsic_unbiased(pair.a.self_frob, da, da)
+        hbb = pair.hsic_unbiased(pair.b.self_frob, db, db)
+        sums = float(da.sum()) * float(db.sum()) / ((n - 1) * (n - 2))
+        dds = (da * db[pc]).sum(dim=1).tolist()
+        return [M._guarded_ratio((f - dd + sums - 2.0 * dd / (n - 2)) / (n * (n - 3)), haa, hbb)
+                for f, dd in zip(frobs, dds, strict=True)]
 
     # -- svcca --
     def _svcca_values(self, pc: torch.Tensor) -> list[float]:

@@ -104,8 +104,11 @@ def add_measure(sub):
                          "folder (platonic_ffcv.csv and platonic_acc_ffcv.csv for images, platonic.csv "
                          "and platonic_loss.csv for text). Pairs with a current result are kept; "
                          "unfinished pairs are skipped, so a sweep can be measured while it trains.")
-    p.add_argument("runs_dirs", nargs="+", metavar="RUNS_DIR",
+    p.add_argument("runs_dirs", nargs="*", metavar="RUNS_DIR",
                    help="experiment folders made by `reprsim train` ($REPRSIM_RUNS/<experiment>)")
+    p.add_argument("--below", action="store_true",
+                   help="a RUNS_DIR that is not an experiment folder stands for the experiment "
+                        "folders inside it; none given: the runs root (what run_metrics.sh does)")
     p.add_argument("--probe-size", type=int, default=None,
                    help="inputs per probe set, a seeded random subset (default: images the whole "
                         "set; text 20500 windows)")

@@ -444,6 +444,17 @@ def check_folder(folder: Path) -> Path:
     return folder
 
 
+def expand(folders: list[Path | str]) -> list[Path]:
+    """Each folder as it is if it is an experiment folder, else the experiment folders
+    directly inside it (a runs root); one that is neither stays, for check_folder to name."""
+    out = []
+    for folder in map(Path, folders):
+        inside = ([] if any((p / "args.json").is_file() for _, _, p in runs.iter_pairs(folder))
+                  else _experiment_folders_below(folder))
+        out += [folder / name for name in inside] or [folder]
+    return out
+
+
 def measure(folders: list[Path | str], opts: Options, cache: dict | None = None) -> int:
     """Measure every experiment folder; returns the exit code (see the module docstring)."""
     checked = [check_folder(Path(f)) for f in folders]  # all of them before any work
@@ -483,6 +494,14 @@ def cli_measure(args) -> int:
     opts = Options(probe_size=args.probe_size, batch_size=args.batch_size,
                    device=resolve_device(args.device), force=args.force,
                    save_features=args.save_features)
-    return measure([Path(f) for f in args.runs_dirs], opts)
+    folders = [Path(f) for f in args.runs_dirs]
+    if getattr(args, "below", False):
+        from .paths import runs_root
+
+        folders = expand(folders or [runs_root()])
+        note(f"{len(folders)} experiment folder(s): {', '.join(str(f) for f in folders)}")
+    elif not folders:
+        raise UserError("name at least one experiment folder (or --below [ROOT])")
+    return measure(folders, opts)
 
 

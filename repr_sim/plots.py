@@ -56,7 +56,7 @@ def metric_title(metric: str | None) -> str:
 def _fraction_label(v: float) -> str:
     if abs(v * 10 - round(v * 10)) < 1e-6:
         return f"{v:g}"
-    if abs(v * 3 - round(v * 3)) < 1e-6:  # the text task split's thirds
+    if abs(v * 3 - round(v * 3)) < 1e-4:  # the text task split's thirds (0.33333 in v2)
         return f"{round(v * 3)}/3"
     return f"{v:.2g}"
 
@@ -198,7 +198,8 @@ def _x_label(result: analysis.ResultFile) -> str:
     if result.split == "partition":
         return "Partition: attributes per label set (x = 0, 0.5, 1 in the fit)"
     if result.split == "task":
-        text = any(c in analysis.TEXT_TASK_PROBES for c in result.value_columns)
+        text = (any(c in analysis.TEXT_TASK_PROBES for c in result.value_columns)
+                or analysis.architecture(result)[0] in ("gpt", "llama"))
         return f"Overlap fraction (shared {'corpora' if text else 'classes'})"
     return "Overlap fraction"
 
@@ -327,10 +328,13 @@ def plot_model_sizes(results, metric: str | None = None, *, study: str | None = 
     arch, _ = analysis.architecture(first)
     family = {"resnet": "ResNet", "vit": "ViT"}.get(arch, analysis.ARCH_TITLES.get(arch, arch))
     what = metric_title(metric) if metric else _value_label(first)
+    probe = analysis.probe_title(rule.columns[0], dataset=first.dataset, split=first.split)
+    if first.kind in analysis.TRANSFER_KINDS:
+        what, probe = probe, None
     data = (analysis.dataset_title(first.dataset) if first.dataset != "partition"
             else "ColorShapeDigit label partitions")
-    probe = analysis.probe_title(rule.columns[0], dataset=first.dataset, split=first.split)
-    bits = [family, data, analysis.OVERLAP_NAMES.get(first.split or ""), f"{what} ({probe})"]
+    bits = [family, data, analysis.OVERLAP_NAMES.get(first.split or ""),
+            f"{what} ({probe})" if probe else what]
     with _pyplot().rc_context(STYLE):
         fig, axes = _figure(len(results), " \u00b7 ".join(b for b in bits if b))
         cols = _grid(len(results))[1]

@@ -54,43 +54,17 @@ if ! command -v "$reprsim" >/dev/null 2>&1; then
     exit 2
 fi
 
+# The folders (experiment folders, or roots holding them; none: the runs root) and the
+# options after `--` go to one `reprsim measure --below` call, which finds the experiments.
 folders=()
 while [ $# -gt 0 ]; do
     [ "$1" = -- ] && { shift; break; }
     folders+=("$1")
     shift
 done
-if [ ${#folders[@]} -eq 0 ]; then
-    if [ -n "${REPRSIM_RUNS:-}" ]; then
-        folders=("$REPRSIM_RUNS")
-    elif [ -n "$root" ]; then
-        folders=("$root/runs")
-    else
-        echo "run_metrics.sh: no folder given, REPRSIM_RUNS unset and no project found" >&2
-        exit 2
-    fi
+if [ ${#folders[@]} -eq 0 ] && [ -z "${REPRSIM_RUNS:-}" ] && [ -n "$root" ]; then
+    folders=("$root/runs")
 fi
-
-# An experiment folder has seed_*/frac_*/args.json.
-is_experiment() { compgen -G "$1/seed_*/frac_*/args.json" >/dev/null; }
-experiments=()
-for folder in "${folders[@]}"; do
-    if is_experiment "$folder"; then
-        experiments+=("$folder")
-        continue
-    fi
-    found=0
-    for child in "$folder"/*/; do
-        child=${child%/}
-        if is_experiment "$child"; then
-            experiments+=("$child")
-            found=1
-        fi
-    done
-    # Neither: let reprsim measure say what is wrong with it (one line, exit 2).
-    [ $found -eq 1 ] || experiments+=("$folder")
-done
-
 read -r -a extra <<<"${MEASURE_ARGS:-}"
-echo "run_metrics.sh: project ${root:-unknown}, $reprsim; ${#experiments[@]} folder(s) on $(hostname)"
-exec "$reprsim" measure "${experiments[@]}" "$@" "${extra[@]}"
+echo "run_metrics.sh: project ${root:-unknown}, $reprsim; on $(hostname)"
+exec "$reprsim" measure --below "${folders[@]}" "$@" "${extra[@]}"

@@ -478,6 +478,69 @@ def render_result(result: ResultFile | Path | str, *, metric: str = "cka",
             "paths": paths}
 
 
+# ---- the notebook's v2 section -------------------------------------------------------------
+def v2_figure_groups(results: list[ResultFile]) -> dict[str, list[ResultFile]]:
+    """The study's v2 figures: files of one family, dataset, kind of overlap and file kind
+    (one panel per model size), e.g. 'resnet_cifar100_ds', 'vit_csd', 'resnet_tinyimagenet_
+    task_transfer_asr'. Files without a model name (nanoGPT, diffusion) are left out."""
+    groups: dict[str, list[ResultFile]] = {}
+    short = {"dataset": "ds", "task": "task", "partition": "csd"}
+    for r in results:
+        if not r.model or r.kind not in ("similarity", "partition", "transfer", "jailbreak"):
+            continue
+        arch, _ = analysis.architecture(r)
+        bits = [arch, r.dataset if r.kind != "partition" else None, short.get(r.split or "")]
+        if r.kind in analysis.TRANSFER_KINDS:
+            judge = "gpt5_judge" if "gpt5" in r.path.stem else None
+            bits += [judge, "transfer_asr"]
+        groups.setdefault("_".join(b for b in bits if b), []).append(r)
+    return groups
+
+
+def render_v2(folder: Path | str, out: Path | str, *, formats=(".png", ".pdf"),
+              n_perm: int = 999) -> dict:
+    """Everything the study's v2 notebook made, under its v2 rules, written to `out`: a
+    table per file (tables/<stem>_regression_mi.csv), the headline and accuracy tables and
+    the comparison with this project's rules, the model-size figures (figures/), and the
+    consequences table with a scatter figure per pair (cka)."""
+    from . import consequences, plots
+
+    out = Path(out)
+    results, _ = scan(folder)
+    tables = {}
+    for r in results:
+        if r.kind in ("similarity", "partition", *analysis.TRANSFER_KINDS):
+            table = analysis.analyze_v2(r, n_perm=0, n_boot=0)
+            tables[r.path.stem] = analysis.write_table(
+                table[["mutual_information", "r_squared"]],
+                out / "tables" / f"{r.path.stem}_regression_mi.csv")
+    v2 = summarize(folder, study="v2")
+    written = write_summary(v2, out, latex=True)
+    comparison = compare(summarize(folder), v2)
+    written.append(write_compare(comparison, out))
+    figures = []
+    for name, group in v2_figure_groups(results).items():
+        fig = plots.plot_model_sizes(group)
+        figures += [plots.save_figure(fig, out / "figures" / f"{name}{f}") for f in formats]
+        plots.close(fig)
+    cons = None
+    pairs = [p for p in consequences.find_pairs(results) if p[1].kind == "transfer"]
+    if pairs:
+        cons = consequences.folder_table([x for p in pairs for x in p], metrics=("cka",),
+                                         n_perm=n_perm)
+        written.append(analysis.write_table(cons, out / "consequences_cka.csv"))
+        for sim, asr in pairs:
+            table = consequences.consequences(sim, asr, metrics=("cka",), n_perm=0)
+            fig = plots.plot_consequences(consequences.join(sim, asr, "cka"),
+                                          table.xs("cka", level="metric"), "cka",
+                                          title=consequences.pair_title(sim))
+            figures.append(plots.save_figure(
+                fig, out / "figures" / f"{asr.path.stem}_vs_cka{formats[0]}"))
+            plots.close(fig)
+    return {"summary": v2, "compare": comparison, "tables": tables, "written": written,
+            "figures": figures, "consequences": cons}
+
+
 def cli_summary(args) -> int:
     metric = getattr(args, "metric", None)
     study = getattr(args, "study", None)

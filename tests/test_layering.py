@@ -94,7 +94,7 @@ class _Imports(ast.NodeVisitor):
     def __init__(self, module: str, path: Path, modules):
         self.module, self.path, self.modules = module, path, modules
         self.package = _package_of(module, path)
-        self.function: list[str] = []
+        self.scope: list[str] = []  # enclosing classes and functions
         self.edges: list[Edge] = []
 
     def _add(self, name: str | None, node: ast.AST) -> None:
@@ -102,18 +102,18 @@ class _Imports(ast.NodeVisitor):
         if target is None or target == self.module:
             return
         where = f"{self.path.relative_to(ROOT.parent)}:{node.lineno}"
-        if self.function:
-            where += f", inside {'.'.join(self.function)}()"
+        if self.scope:  # the enclosing class and function names, e.g. Loader.__iter__
+            where += f", inside {'.'.join(self.scope)}"
         edge = Edge(self.module, target, where)
         if edge not in self.edges:  # `from x import a, b` is one import
             self.edges.append(edge)
 
     def _scoped(self, node) -> None:
-        self.function.append(node.name)
+        self.scope.append(node.name)
         self.generic_visit(node)
-        self.function.pop()
+        self.scope.pop()
 
-    visit_FunctionDef = visit_AsyncFunctionDef = _scoped
+    visit_FunctionDef = visit_AsyncFunctionDef = visit_ClassDef = _scoped
 
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
@@ -245,7 +245,14 @@ def test_the_graph_sees_lazy_and_relative_imports():
     _, edges = import_graph()
     lazy = [e for e in edges if e.source == f"{PACKAGE}.data.cli"
             and e.target == f"{PACKAGE}.data.registry"]
-    assert lazy and "inside cli_write_data()" in lazy[0].where
+    assert lazy and "inside cli_write_data" in lazy[0].where
+
+
+def test_the_cycle_finder_reports_each_circle():
+    edges = [Edge(a, b, "here") for a, b in
+             [("a", "b"), ("b", "c"), ("c", "a"), ("c", "d"), ("d", "e"), ("e", "d"), ("e", "f")]]
+    cycles = sorted([e.source for e in cycle] for cycle in find_cycles(edges))
+    assert cycles == [["a", "b", "c"], ["d", "e"]]
 
 
 def test_every_module_has_a_floor():

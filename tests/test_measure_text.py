@@ -250,7 +250,8 @@ def test_run_metrics_from_a_spooled_copy_over_a_root(text_runs, tmp_path):
     out = subprocess.run(["bash", str(spool / "slurm_script")], cwd=tmp_path, env=env,
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert f"run_metrics.sh: project {REPO}, {REPO}/.venv/bin/reprsim; 2 folder(s)" in out.stdout
+    assert f"run_metrics.sh: project {REPO}, {REPO}/.venv/bin/reprsim" in out.stdout
+    assert "2 experiment folder(s)" in out.stdout  # reprsim measure --below found both
     for exp, n in ((ds, 3), (task, 3)):
         _, rows = csv_rows(exp / "platonic.csv")
         assert len(rows) == 8 * n

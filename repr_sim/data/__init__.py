@@ -1,6 +1,6 @@
 """The data layer: datasets, their files, the beton format, loaders, generated data, text.
 
-From the bottom up (each module imports only modules above it in this list, or none):
+From the bottom up (a module imports only modules listed before it, if any):
 
     raw        readers of the datasets' raw files (CIFAR pickles, MNIST idx, SVHN .mat, folders)
     shapes     the built-in image generator (shape/digit/colour) and two bundled OOD sets
@@ -10,11 +10,12 @@ From the bottom up (each module imports only modules above it in this list, or n
     betons     the FFCV beton format: write (atomic, idempotent), sidecars, read back
     augment    the study's training augmentation: settings, FFCV transforms, the same in torch
     loaders    make_loader (FFCV) and ArrayLoader (in memory) over betons and arrays
+    textgen    six generated text domains
+    text       text corpora tokenised into .bin streams, and windows over them
     prepare    every beton the label-partition experiment reads, in one call
     builtin    the built-in study's data, written from the generators
     fake       tiny raw files in the real formats, for tests and benchmarks
     cli        `reprsim write-data` and `reprsim reorg-tinyimagenet`
-    textgen    six generated text domains;  text: corpora tokenised into .bin streams
 
 tests/test_layering.py checks that no import goes in a circle or up a floor.
 """

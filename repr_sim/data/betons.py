@@ -80,7 +80,8 @@ def read_sidecar(path: Path) -> dict | None:
     return info if isinstance(info, dict) else None
 
 
-def is_complete(path: Path | str, *, content: str | None = None, expect: dict | None = None) -> bool:
+def is_complete(path: Path | str, *, content: str | None = None,
+                expect: dict | None = None) -> bool:
     """True when the beton and its sidecar agree (size, count, sha256) and match the request.
 
     `content`: the arrays' digest the beton must hold; `expect`: sidecar entries it must have
@@ -257,7 +258,8 @@ def _reader_problem(reader, size: int, IntField, RGBImageField) -> str | None:
     if not isinstance(handlers.get(LABEL_FIELD), IntField):
         return f"no integer '{LABEL_FIELD}' field (fields: {', '.join(handlers)})"
     if len(reader.metadata) != reader.num_samples or reader.num_samples == 0:
-        return f"{len(reader.metadata)} metadata records for {reader.num_samples} samples (truncated?)"
+        return (f"{len(reader.metadata)} metadata records for {reader.num_samples} samples "
+                "(truncated?)")
     if int(reader.header["alloc_table_ptr"]) > size:
         return "allocation table beyond the end of the file (truncated)"
     meta = field_metadata(reader, IMAGE_FIELD)

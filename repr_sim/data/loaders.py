@@ -49,7 +49,8 @@ def _label_table(label_map: dict | None, labels: np.ndarray):
     present = np.unique(labels)
     missing = [int(v) for v in present if int(v) not in mapping]
     if missing:
-        raise ValueError(f"label_map has no entry for label(s) {missing[:10]} of the selected examples")
+        raise ValueError(f"label_map has no entry for label(s) {missing[:10]} "
+                         "of the selected examples")
     table = np.full(max(int(present.max()), max(mapping, default=0)) + 1, -1, dtype=np.int64)
     for k, v in mapping.items():
         table[k] = v
