@@ -509,3 +509,35 @@ def calibrate_layers(a_layers, b_layers, metric: str, *, agg: str = "max", permu
                               s_max=metric_s_max(metric, topk),
                               k=topk if metric in K_DEPENDENT else None)
     return (result, null) if return_null else result
+
+
+# ---- command line -------------------------------------------------------------------------
+def format_table(results: dict[str, Calibrated], nulls: dict[str, np.ndarray]) -> str:
+    """One line per key: metric, k, raw, null mean, tau, calibrated, p."""
+    header = ("metric", "k", "raw", "null mean", "tau", "calibrated", "p")
+    rows = []
+    for key, r in results.items():
+        name = key.split("@")[0]
+        rows.append((name, "-" if r.k is None else str(r.k), f"{r.score:.6f}",
+                     f"{float(np.mean(nulls[key])):.6f}", f"{r.tau:.6f}", f"{r.calibrated:.6f}",
+                     f"{r.p_value:.4f}"))
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) if i < 2 else cell.rjust(w)
+                       for i, (cell, w) in enumerate(zip(row, widths, strict=True)))
+             for row in [header, *rows]]
+    return "\n".join(lines)
+
+
+def cli_calibrate(args, a, b, names: list[str], topks: list[int]) -> int:
+    """`reprsim similarity --calibrate`: the table of calibrate_all on the two files."""
+    _check_count(args.permutations)  # fail before the (slow) work
+    _check_alpha(args.alpha)
+    if not args.no_prepare:
+        a, b = M.prepare(a), M.prepare(b)
+    topk = topks if len(topks) > 1 else topks[0]
+    results, nulls = calibrate_all(a, b, n_permutations=args.permutations, seed=args.seed,
+                                   alpha=args.alpha, metrics=names, topk=topk, return_null=True)
+    print(f"# {args.permutations} permutations of b's rows (seed {args.seed}), alpha {args.alpha}, "
+          f"N {a.shape[0]}; p = (1 + #null >= raw) / (K + 1)")
+    print(format_table(results, nulls), flush=True)
+    return 0

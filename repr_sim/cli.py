@@ -38,9 +38,16 @@ def add_similarity(sub):
     p.add_argument("a", help="features of model A (.npy or .pt, N x D)")
     p.add_argument("b", help="features of model B (.npy or .pt, N x D)")
     p.add_argument("--metrics", nargs="+", default=None, help="subset of metrics (default: all eight)")
-    p.add_argument("--topk", type=int, default=10, help="neighbours for the kNN metrics (default 10)")
+    p.add_argument("--topk", type=int, nargs="+", default=[10],
+                   help="neighbours for the kNN metrics (default 10); several values need --calibrate")
     p.add_argument("--no-prepare", action="store_true",
                    help="score the features as given (default: clamp at the 0.95 quantile, L2-normalise rows)")
+    p.add_argument("--calibrate", action="store_true",
+                   help="calibrate against row permutations of b (PROTOCOL section 5) and print a table")
+    p.add_argument("--permutations", type=int, default=200, metavar="K",
+                   help="with --calibrate: permutations in the null (default 200)")
+    p.add_argument("--alpha", type=float, default=0.05, help="with --calibrate: level (default 0.05)")
+    p.add_argument("--seed", type=int, default=0, help="with --calibrate: permutation seed (default 0)")
 
 
 # ---- data -------------------------------------------------------------------------------
@@ -208,7 +215,7 @@ def add_prepare_text(sub):
 
 
 def add_sample(sub):
-    p = _add(sub, "sample", "train.text:cli_sample", "generate text from a GPT checkpoint")
+    p = _add(sub, "sample", "kinds.text.train:cli_sample", "generate text from a GPT checkpoint")
     p.add_argument("checkpoint", help="ckpt.pt of a trained model")
     p.add_argument("--prompt", default="\n")
     p.add_argument("--tokens", type=int, default=200)

@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import experiments, kinds, runs, sweep
+from . import experiments, kinds, results, runs, sweep
 from .errors import UserError
 from .paths import data_root, environ, repo_root, runs_root, usable_cpus
 
@@ -279,7 +279,7 @@ def in_distribution_column(result) -> str:
     """The in-distribution probe column: metric_overlap (images), metric_common (text task
     overlap), metric_<trained corpus> (text dataset overlap)."""
     columns = result.value_columns
-    for name in ("metric_overlap", "metric_common"):
+    for name in (results.OVERLAP_PROBE, results.TEXT_TASK_PROBES[0]):
         if name in columns:
             return name
     corpus = str(result.meta.get("dataset") or "")

@@ -55,7 +55,7 @@ def image_features(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
 
 def text_features(model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
     """[B, n_embd] float32: a GPT's last hidden state after the final layer norm, mean-pooled
-    over the block (PROTOCOL section 3). The model's own code: repr_sim.models.gpt.text_features."""
+    over the block (docs/protocol.md section 3). The model's own code: repr_sim.models.gpt.text_features."""
     from .models.gpt import text_features as gpt_text_features
 
     return gpt_text_features(model, idx)

@@ -702,9 +702,16 @@ def cli_similarity(args) -> int:
         raise UserError(f"{args.a} and {args.b} have different numbers of rows: "
                         f"{a.shape[0]} and {b.shape[0]}")
     names = _check_metrics(args.metrics if args.metrics else METRICS)
+    topks = args.topk if isinstance(args.topk, list) else [args.topk]
+    if args.calibrate:
+        from . import calibration
+
+        return calibration.cli_calibrate(args, a, b, names, topks)
+    if len(topks) > 1:
+        raise UserError("several --topk values need --calibrate")
     if not args.no_prepare:
         a, b = prepare(a), prepare(b)
-    result = score_all(a, b, metrics=names, topk=args.topk)
+    result = score_all(a, b, metrics=names, topk=topks[0])
     # JSON has no NaN: a value that does not exist is written as null
     clean = {k: (None if math.isnan(v) else v) for k, v in result.items()}
     sys.stdout.write(json.dumps(clean) + "\n")

@@ -1,5 +1,5 @@
 #!/bin/bash
-# Measure trained sweeps: `reprsim measure` over experiment folders (PROTOCOL section 3),
+# Measure trained sweeps: `reprsim measure` over experiment folders (docs/protocol.md section 3),
 # writing platonic_ffcv.csv / platonic_acc_ffcv.csv (images) or platonic.csv /
 # platonic_loss.csv (text) into each experiment folder.
 #

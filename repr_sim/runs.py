@@ -123,10 +123,13 @@ def record_steps(model_dir: Path, steps_done: int, steps_total: int | None = Non
 
 
 def is_finished(folder: Path) -> bool:
-    """The one rule for "this pair is trained": its status record says so, or (a folder
-    from before the record) its `done` marker exists."""
+    """The one rule for "this pair is trained": its `done` marker exists (written last, so
+    everything else is complete) and its status record, if it has one (folders from
+    before the record have none), says finished."""
+    if not is_done(folder):
+        return False
     status = read_status(folder)
-    return bool(status["finished"]) if status else is_done(folder)
+    return status is None or bool(status.get("finished"))
 
 
 def steps_fraction(folder: Path) -> float:

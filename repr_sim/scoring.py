@@ -20,7 +20,7 @@ from .errors import UserError
 from .results import EMPTY
 
 FEATURES_DIR = "features"
-TOPK = 10  # PROTOCOL section 3: k nearest neighbours
+TOPK = 10  # docs/protocol.md section 3: k nearest neighbours
 PROBE_SEED = 20250519  # seeds the --probe-size subsets and the text probe windows
 PROG = "reprsim measure"
 

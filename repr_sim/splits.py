@@ -1,4 +1,4 @@
-"""Who sees which examples, classes, chunks and corpora (PROTOCOL section 1).
+"""Who sees which examples, classes, chunks and corpora (docs/protocol.md section 1).
 
 Two models, A and B, are trained on subsets of one base dataset that overlap by a
 fraction `frac` (alpha in the protocol). Four kinds of split:

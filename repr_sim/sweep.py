@@ -35,7 +35,8 @@ Local. The pending tasks run here one after another (a progress bar over tasks);
 task is reported and the others still run; the exit code is 1 if any failed.
 
 Environment (used when the matching option is not given): SEEDS="0 1", FRACS="0.0 0.5"
-narrow the sweep, TRAIN_ARGS="--epochs 2" is passed to `reprsim train`, SBATCH_ARGS is
+narrow the sweep, WORKERS=N sizes the pool, TRAIN_ARGS="--epochs 2" is passed to
+`reprsim train`, SBATCH_ARGS is
 appended to sbatch's command line, LAUNCHER chooses the launcher.
 
 `--task N --task-file F` runs task N of a task file here (what an array task does, for
@@ -272,7 +273,12 @@ def report_failed(failed: list, n_tasks: int) -> int:
 
 
 def pool_workers(requested: int | None) -> int:
-    """--workers, else one worker per usable CPU."""
+    """--workers, else $WORKERS, else one worker per usable CPU."""
+    if requested is None and os.environ.get("WORKERS", "").strip():
+        text = os.environ["WORKERS"].strip()
+        if not text.isdigit():
+            raise UserError(f"WORKERS={text!r}: expected a whole number")
+        requested = int(text)
     if requested is not None and requested < 1:
         raise UserError(f"--workers must be at least 1, got {requested}")
     return requested or usable_cpus()

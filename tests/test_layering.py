@@ -26,7 +26,7 @@ FLOORS = {
     "ground": ("repr_sim", "errors", "paths", "atomic", "results", "splits", "metrics",
                "calibration", "analysis", "consequences", "features",
                "data", "data.*", "models", "models.*"),
-    "shared": ("experiments", "runs", "pair", "scoring", "plots"),
+    "shared": ("experiments", "runs", "pair", "scoring", "pool", "plots"),
     "kinds": ("kinds", "kinds.*"),
     "flows": ("train", "sweep", "measure", "summary", "demo"),
     "face": ("cli", "__main__"),

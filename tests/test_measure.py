@@ -161,7 +161,7 @@ def test_sidecars_and_analysis_reads_every_csv(measured):
 
 # ---- consistency --------------------------------------------------------------------------
 def _prepared64(x: np.ndarray) -> np.ndarray:
-    """PROTOCOL's preparation in float64: clamp at the exact 0.95 order statistic of |x|, L2 rows."""
+    """the protocol's preparation (docs/protocol.md section 3) in float64: clamp at the exact 0.95 order statistic of |x|, L2 rows."""
     flat = np.sort(np.abs(x.astype(np.float64)).ravel())
     t = flat[min(int(0.95 * flat.size), flat.size - 1)]
     c = np.clip(x.astype(np.float64), -t, t)
@@ -445,7 +445,7 @@ def test_corrupt_and_mismatched_checkpoints_name_the_file(image_runs, tmp_path, 
     assert err[1].startswith(f"reprsim measure: error: cifar10_task/seed_0/frac_1: checkpoint {other} "
                              f"does not match resnet18_cifar (width {WIDTH}, 5 classes)")
     assert err[2].startswith("reprsim measure: error: cifar10_task/seed_1/frac_0.6: no measurement "
-                             "for experiment kind 'hologram' (no module repr_sim.measure_hologram")
+                             "for experiment kind 'hologram' (known: image, partition, text, vae")
     _, rows = csv_rows(exp / "platonic_acc_ffcv.csv")
     assert {r[1] for r in rows} == {"0.6"}
 

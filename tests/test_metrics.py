@@ -1,4 +1,4 @@
-"""repr_sim.metrics against oracles written here from the definitions (PROTOCOL section 3).
+"""repr_sim.metrics against oracles written here from the definitions (docs/protocol.md section 3).
 
 The oracles are deliberately naive: explicit N x N float64 kernels, H = I - 11^T/N,
 trace(K H L H), eq. 5 of Song et al. (2012) as a matrix formula (itself checked against the

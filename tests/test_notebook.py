@@ -12,6 +12,7 @@ import sys
 import pandas as pd
 import pytest
 from _result_fixtures import REPO, copy_reference, needs_reference
+from test_v2_analysis import V2_REFERENCE
 
 from repr_sim import summary as S
 
@@ -45,11 +46,29 @@ def test_committed_notebook_has_no_outputs():
     assert "REPRSIM_RESULTS" in source and "plotting_results" in source
 
 
+V2_FILES = ["different_model_size_ds/ds_platonic_ffcv_resnet18_tinyimagenet.csv",
+            "different_model_size_ds/ds_platonic_ffcv_resnet50_tinyimagenet.csv",
+            "different_model_size_ds/ds_transfer_asr_resnet18_tinyimagenet.csv",
+            "different_model_size_csd/csd_platonic_ffcv_resnet18.csv"]
+
+
+def copy_v2(results):
+    """A few of the study's v2 files, in its layout (subfolders) under `results`."""
+    if not V2_REFERENCE.is_dir():
+        if os.environ.get("CI"):
+            pytest.fail(f"published v2 files not found at {V2_REFERENCE} (CI is set)")
+        pytest.skip(f"published v2 files not found at {V2_REFERENCE}")
+    for name in V2_FILES:
+        (results / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(V2_REFERENCE / name, results / name)
+
+
 @needs_reference
 def test_notebook_runs_on_results_and_on_an_empty_folder(tmp_path):
     results = tmp_path / "results"
     copy_reference(results, ["resnet_cifar10_ds_platonic.csv",
                              "resnet_cifar10_ds_platonic_acc.csv"])
+    copy_v2(results)
     text = execute(results, tmp_path)
     for stem, tag in [("resnet_cifar10_ds_platonic", "_cka"),
                       ("resnet_cifar10_ds_platonic_acc", "")]:
@@ -64,6 +83,20 @@ def test_notebook_runs_on_results_and_on_an_empty_folder(tmp_path):
     assert "Dataset Overlap" in text and "Task Overlap" in text
     acc = 100 * pd.read_csv(results / "resnet_cifar10_ds_platonic_acc.csv")["acc"]
     assert f"{acc.mean():.2f} \u00b1 {acc.std(ddof=1):.2f}" in text  # the accuracy table
+    # the v2 section: its tables, headline, figures (a panel per model size), consequences
+    v2 = results / "reprsim_v2"
+    assert "Headline table under the study's v2 rules" in text
+    written = pd.read_csv(v2 / "summary_mi.csv", index_col=0)
+    pd.testing.assert_frame_equal(written, S.summarize(results, study="v2").mi,
+                                  check_names=False)
+    table = pd.read_csv(v2 / "tables" / "ds_platonic_ffcv_resnet18_tinyimagenet_regression_mi.csv",
+                        index_col=0)
+    assert list(table.index) == ["metric_tinyimagenet"]
+    assert list(table.columns) == ["mutual_information", "r_squared"]
+    for name in ("resnet_tinyimagenet_ds.png", "resnet_tinyimagenet_ds.pdf", "resnet_csd.png",
+                 "ds_transfer_asr_resnet18_tinyimagenet_vs_cka.png"):
+        assert (v2 / "figures" / name).stat().st_size > 0, name
+    assert (v2 / "consequences_cka.csv").is_file() and (v2 / "summary_compare.csv").is_file()
 
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -1,4 +1,4 @@
-"""The label-partition experiment (PROTOCOL sections 2-4, the study's train_task_only/).
+"""The label-partition experiment (docs/protocol.md sections 2-4, the study's train_task_only/).
 
 Data: a small ColorShapeDigit tree written by the built-in generator under
 $REPRSIM_DATA/ColorShapeDigit800k (the published layout), tiny fake CIFAR-10 / MNIST /

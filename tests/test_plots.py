@@ -132,3 +132,25 @@ def test_cli_plot_bad_file(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "empty file" in err
     assert not (tmp_path / "f.png").exists()
+
+
+@pytest.mark.parametrize("fracs", [(0.0, 0.5, 1.0), tuple(np.round(np.arange(11) / 10, 1)),
+                                   (0.0, 1 / 3, 2 / 3, 1.0)])
+def test_ticks_at_the_fractions_only(tmp_path, fracs):
+    """A tick at each fraction of the file and nowhere else (no ticks between boxes); the
+    labels drawn do not overlap, on every panel, the empty-probe fractions included."""
+    x = np.repeat(fracs, 3)
+    path = similarity_file(tmp_path / "resnet_cifar10_task_platonic.csv", x, {
+        "metric_overlap": np.where(x == 0, -1, 0.4 + 0.5 * x),
+        "metric_ood_one": np.where(x == 1, -1, 0.3 + 0.1 * x + 0.01 * (np.arange(x.size) % 3))})
+    fig = P.plot_result(path)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    for ax in [a for a in fig.axes if a.get_visible()]:
+        np.testing.assert_allclose(ax.get_xticks(), fracs, atol=1e-6)  # at the boxes
+        labels = [t for t in ax.get_xticklabels() if t.get_text()]
+        assert labels[0].get_text() == "0" and labels[-1].get_text() == "1"
+        boxes = sorted((t.get_window_extent(renderer) for t in labels), key=lambda b: b.x0)
+        for left, right in zip(boxes, boxes[1:], strict=False):
+            assert left.x1 < right.x0, [t.get_text() for t in labels]
+    P.close(fig)

@@ -82,7 +82,7 @@ PAIR_FILES = {"args.json", "done", "status.json", "split_indices/a.npy", "split_
 TEXT_PAIR_FILES = {"args.json", "done", "status.json", "split_indices/split.json",
                    *(f"split_{i}/{name}" for i in (0, 1)
                      for name in ("ckpt.pt", "evals.jsonl", "log.txt", "state.json"))}
-# PROTOCOL section 3: the eight metrics, and the result files of a dataset-overlap experiment.
+# docs/protocol.md section 3: the eight metrics, and the result files of a dataset-overlap experiment.
 METRICS = {"mutual_knn", "cycle_knn", "lcs_knn", "edit_distance_knn", "cka", "unbiased_cka",
            "cknna", "svcca"}
 SIM_CSV, ACC_CSV = "platonic_ffcv.csv", "platonic_acc_ffcv.csv"

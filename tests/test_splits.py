@@ -1,4 +1,4 @@
-"""repr_sim.splits against PROTOCOL section 1.
+"""repr_sim.splits against docs/protocol.md section 1.
 
 Expected sizes are computed here straight from the protocol's definitions (a brute-force
 search over every candidate n or c), and checked against hand-computed small cases.

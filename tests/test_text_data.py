@@ -42,7 +42,7 @@ def decode_docs(stream: np.ndarray, enc) -> list[str]:
 
 
 def expected_split(docs: list[str]) -> tuple[list[str], list[str]]:
-    """PROTOCOL section 2's split applied to the raw documents."""
+    """docs/protocol.md section 2's split applied to the raw documents."""
     import datasets
 
     parts = datasets.Dataset.from_dict({"d": docs}).train_test_split(test_size=0.05, seed=2357)

@@ -79,8 +79,9 @@ def test_accuracy_table_per_model(study):
     table = study.acc_by_model.set_index(["title", "row"])
     for title, (c_ds, c_task, t_ds, t_task) in ACCURACY.items():
         for row, ds, task in (("CIFAR-100", c_ds, c_task), ("TinyImageNet", t_ds, t_task)):
-            assert table.loc[(title, row), "Dataset Overlap"].startswith(f"{ds:.2f} \u00b1")
-            assert table.loc[(title, row), "Task + Dataset Overlap"].startswith(f"{task:.2f} \u00b1")
+            cells = table.loc[(title, row)]
+            assert cells["Dataset Overlap"].startswith(f"{ds:.2f} \u00b1")
+            assert cells["Task + Dataset Overlap"].startswith(f"{task:.2f} \u00b1")
     # the printed ResNet-152 row, standard deviations included
     assert table.loc[("ResNet-152", "CIFAR-100"), "Dataset Overlap"] == "85.42 \u00b1 0.27"
     assert table.loc[("ResNet-152", "CIFAR-100"), "Task + Dataset Overlap"] == "90.96 \u00b1 1.06"

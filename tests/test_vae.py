@@ -1,4 +1,4 @@
-"""The VAE experiments (PROTOCOL sections 2-3, the study's train_vae/).
+"""The VAE experiments (docs/protocol.md sections 2-3, the study's train_vae/).
 
 Data: tiny CIFAR-10 raw batches in the real format whose images are structured
 (generated shapes, so that a VAE has something to learn; random pixels have nothing),

@@ -8,7 +8,8 @@
 #       (default: nanogpt_shakespeare_ds nanogpt_tinystories_ds nanogpt_task)
 #
 # Prepare the corpora first: python data/<corpus>/prepare.py (or reprsim prepare-text).
-# Environment: LAUNCHER=slurm|local, SEEDS="0 1", FRACS="0.0 0.2", TRAIN_ARGS="--iters 500",
+# Environment: LAUNCHER=slurm|pool|local (pool: WORKERS pairs at once here),
+# SEEDS="0 1", FRACS="0.0 0.2", TRAIN_ARGS="--iters 500",
 # SBATCH_ARGS="--gres=gpu:4", and sbatch's own SBATCH_* variables. Finished pairs are
 # skipped; SLURM logs go to log_dir/slurm_out/ here. Details: `reprsim sweep --help`.
 set -euo pipefail

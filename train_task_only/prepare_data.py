@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Write the data of the label-partition experiment (PROTOCOL section 2) as FFCV betons.
+"""Write the data of the label-partition experiment (docs/protocol.md section 2) as FFCV betons.
 
 The images come from <data root>/ColorShapeDigit800k/partition3/{train,val}/<shape>_<digit>_<color>/:
 put the published folders there, or pass --generate to let the built-in generator

@@ -7,7 +7,8 @@
 #   bash run_train_wrapper.sh [EXPERIMENT...]     (default: every experiment in configs/)
 #
 # Write the data first: python prepare_data.py [--generate] (see its --help).
-# Environment: LAUNCHER=slurm|local, SEEDS="0 1", FRACS="0.0 0.5", TRAIN_ARGS="--epochs 2",
+# Environment: LAUNCHER=slurm|pool|local (pool: WORKERS pairs at once here),
+# SEEDS="0 1", FRACS="0.0 0.5", TRAIN_ARGS="--epochs 2",
 # SBATCH_ARGS="--cpus-per-task=8", and sbatch's own SBATCH_* variables. Finished pairs are
 # skipped; SLURM logs go to log_dir/slurm_out/ here. Details: `reprsim sweep --help`.
 set -euo pipefail

@@ -1,4 +1,4 @@
-"""The study's training augmentation (PROTOCOL 2): its settings, as FFCV transforms, in torch.
+"""The study's training augmentation (docs/protocol.md section 2): its settings, as FFCV transforms, in torch.
 
 In this order: horizontal flip, brightness, contrast, saturation, translate, cutout (colour
 jitter first so that the translate and cutout fill stays exactly the fill colour).
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from . import registry
 
 # ---- augmentation settings --------------------------------------------------------------------
-# The study's CIFAR values (PROTOCOL 2); a config's [augment] table overrides any of them,
+# The study's CIFAR values (docs/protocol.md section 2); a config's [augment] table overrides any of them,
 # and 0 switches one off. The fill is the CIFAR-10 mean as uint8, truncated as FFCV's CIFAR
 # example does (125, 122, 113).
 DEFAULT_AUGMENT = {"flip": 0.5, "brightness": 0.2, "contrast": 0.2, "saturation": 0.3,

@@ -28,7 +28,7 @@ from ..errors import UserError
 from ..paths import data_root
 from . import raw
 
-# The study's CIFAR-10 constants on the 0-255 scale, for every image dataset (PROTOCOL 2).
+# The study's CIFAR-10 constants on the 0-255 scale, for every image dataset (docs/protocol.md section 2).
 MEAN = (125.307, 122.961, 113.8575)
 STD = (51.5865, 50.847, 51.255)
 

@@ -31,7 +31,7 @@ of these images (write and read) is `repr_sim.data.shapetree`.
 Labels
 ------
 `label` keeps some attributes: "shape", "digit", "color", "shape_digit", "shape_color",
-"digit_color" or "all" (= shape_digit_color). As in the study (PROTOCOL section 2), the
+"digit_color" or "all" (= shape_digit_color). As in the study (docs/protocol.md section 2), the
 label of an image is the index of the kept attributes' joined name in sorted order:
 the names are "<shape>_<digit>_<color>" restricted to the kept attributes, joined with "_"
 in the order shape, digit, colour, for every combination, sorted as strings

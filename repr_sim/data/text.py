@@ -5,7 +5,7 @@ Prepared corpora live in `$REPRSIM_DATA/text/<corpus>/`:
     train.bin, val.bin   the token stream, uint16, documents back to back
     meta.json            corpus, source, tokenizer, vocabulary size, EOT id, token counts
 
-How each corpus is read and split (PROTOCOL section 2):
+How each corpus is read and split (docs/protocol.md section 2):
 - shakespeare_all: one text file (input.txt); the first 90% of its characters are train,
   the last 10% val; no end-of-text token.
 - the Hugging Face corpora: the hub dataset's train split (or local files),

@@ -1,7 +1,7 @@
 """Six procedurally generated text domains: stand-ins for the study's six corpora.
 
 The built-in text study (`reprsim demo --text`) cannot download TinyStories or wikitext,
-so it trains on text generated here, one domain per corpus of PROTOCOL section 2, each
+so it trains on text generated here, one domain per corpus of docs/protocol.md section 2, each
 with its own vocabulary and its own grammar (sentence templates, punctuation, layout):
 
     tinycodes        a request, then a one-line C-like function (braces, semicolons)

@@ -1,4 +1,4 @@
-"""The triangular learning-rate schedule (PROTOCOL section 2), per iteration.
+"""The triangular learning-rate schedule (docs/protocol.md section 2), per iteration.
 
 The factor rises linearly from 0 at iteration 0 to 1 at the peak iteration, then falls
 linearly to 0 at the last iteration (`total`). The learning rate of step `s` (counting

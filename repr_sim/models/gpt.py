@@ -1,4 +1,4 @@
-"""A GPT language model written for this project (the study's nanoGPT runs, PROTOCOL section 2).
+"""A GPT language model written for this project (the study's nanoGPT runs, docs/protocol.md section 2).
 
 Decoder-only transformer: token + learned position embeddings, `n_layer` pre-layer-norm
 blocks (causal self-attention through `torch.nn.functional.scaled_dot_product_attention`,
@@ -232,7 +232,7 @@ def build_for_registry(num_classes: int, **model_args) -> GPT:
 def text_features(model: nn.Module, idx: torch.Tensor) -> torch.Tensor:
     """Mean over the block of the last hidden state after the final layer norm: [B, n_embd].
 
-    PROTOCOL section 3's GPT feature. Runs in eval mode (no dropout); returns float32.
+    docs/protocol.md section 3's GPT feature. Runs in eval mode (no dropout); returns float32.
     """
     gpt = unwrap(model)
     was_training = gpt.training

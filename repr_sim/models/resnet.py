@@ -1,4 +1,4 @@
-"""ResNet-18 variants built from torchvision (PROTOCOL section 2).
+"""ResNet-18 variants built from torchvision (docs/protocol.md section 2).
 
 - `resnet18_cifar`: torchvision's ResNet-18 with the first convolution replaced by a 3x3,
   stride 1, padding 1 convolution without bias and the max-pool removed (32x32 inputs).

@@ -1,4 +1,4 @@
-"""The study's convolutional VAE on 1x28x28 images (PROTOCOL section 2).
+"""The study's convolutional VAE on 1x28x28 images (docs/protocol.md section 2).
 
 Encoder: conv 1->64 and 64->128 (kernel 4, stride 2, padding 1: 28 -> 14 -> 7), ReLU after
 each, flattened (128 * 7 * 7) into two linear heads, the 20-d mean and log-variance of the

@@ -42,7 +42,8 @@ count_gpus() {
 }
 
 id=${SLURM_ARRAY_TASK_ID:-${TASK_ID:-0}}
-train_args=$(printf '%q ' "$@")
+train_args=""
+[ $# -eq 0 ] || train_args=$(printf '%q ' "$@")
 task=(sweep --task "$id" --task-file "$task_file" --train-args "$train_args")
 
 if [ "$launch" = reprsim ]; then

@@ -1,4 +1,4 @@
-"""Measurement of one image pair (PROTOCOL section 3), for repr_sim.measure (kind "image").
+"""Measurement of one image pair (docs/protocol.md section 3), for repr_sim.measure (kind "image").
 
 Models. Both checkpoints (`split_<i>/checkpoint.pth`, a state_dict) are loaded with
 `torch.load(weights_only=True)` into the architecture, width and head size the trainer

@@ -1,4 +1,4 @@
-"""Train one pair of image models (PROTOCOL sections 1-2) into its run folder.
+"""Train one pair of image models (docs/protocol.md sections 1-2) into its run folder.
 
 `train_pair(cfg, seed, frac)` computes the split from the train beton's labels, saves it
 under `split_indices/`, trains model 0 on split.a and model 1 on split.b, and writes the

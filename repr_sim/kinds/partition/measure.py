@@ -1,4 +1,4 @@
-"""Measurement of one label partition (PROTOCOL sections 2-3), for repr_sim.measure
+"""Measurement of one label partition (docs/protocol.md sections 2-3), for repr_sim.measure
 (kind "partition").
 
 A pair folder seed_<S>/frac_<F>/ of the partition experiment holds the 2 or 3 models of

@@ -1,4 +1,4 @@
-"""Train one label partition (PROTOCOL section 2, task-only overlap) into its run folder.
+"""Train one label partition (docs/protocol.md section 2, task-only overlap) into its run folder.
 
 The partition recipe is the image recipe with other config values: every model is
 trained by repr_sim.kinds.image.train's `Trainer` (SGD, triangular schedule, label smoothing,

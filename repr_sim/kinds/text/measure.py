@@ -1,4 +1,4 @@
-"""Measurement of one text pair (PROTOCOL section 3), for repr_sim.measure (kind "text").
+"""Measurement of one text pair (docs/protocol.md section 3), for repr_sim.measure (kind "text").
 
 Models: `split_<i>/ckpt.pt` through repr_sim.models.gpt.load_checkpoint (weights_only=True;
 a checkpoint of another architecture is refused with a line naming the file), eval mode.

@@ -1,4 +1,4 @@
-"""Train one pair of GPT models on a text split (PROTOCOL sections 1-2) into its run folder.
+"""Train one pair of GPT models on a text split (docs/protocol.md sections 1-2) into its run folder.
 
 `train_pair(cfg, seed, frac)` computes the split (the seed alone decides it, never the
 DDP rank), saves it under `split_indices/`, trains model 0 then model 1, and writes the

@@ -1,10 +1,10 @@
-"""Measurement of one VAE pair (PROTOCOL sections 2-3), for repr_sim.measure (kind "vae").
+"""Measurement of one VAE pair (docs/protocol.md sections 2-3), for repr_sim.measure (kind "vae").
 
 Models: `split_<i>/checkpoint.pth` (a state_dict, `torch.load(weights_only=True)`) into the
 VAE the trainer built (repr_sim.models.vae, the config's latent_dim), eval mode.
 
 Features: the 20-d latent mean (`ConvVAE.features`), the representation the encoder gives
-an input (the study took the best over {mean, log-variance, both}; PROTOCOL section 2).
+an input (the study took the best over {mean, log-variance, both}; docs/protocol.md section 2).
 
 Probe sets and the similarity file: exactly those of the ResNet CIFAR-10 experiments
 (repr_sim.kinds.image.measure: `metric_overlap` = the whole test set, or the shared classes' test

@@ -1,4 +1,4 @@
-"""Train one pair of VAEs (PROTOCOL section 2, the study's `train_vae/`) into its run folder.
+"""Train one pair of VAEs (docs/protocol.md section 2, the study's `train_vae/`) into its run folder.
 
 Data. The experiment's dataset at the config's `resolution` goes through the registry and
 beton path like every image experiment: <data root>/ffcv/<beton_name(dataset, resolution)>/

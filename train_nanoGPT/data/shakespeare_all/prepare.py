@@ -1,7 +1,7 @@
 """Prepare shakespeare_all: input.txt (beside this script by default) -> train.bin / val.bin.
 
 First 90% of the characters train, last 10% val, GPT-2 BPE, no end-of-text token
-(PROTOCOL section 2). Output: $REPRSIM_DATA/text/shakespeare_all/. The logic is
+(docs/protocol.md section 2). Output: $REPRSIM_DATA/text/shakespeare_all/. The logic is
 `reprsim prepare-text` (repr_sim.data.text); any of its options can be given, e.g.
 
     python prepare.py                          # ./input.txt, tokenizer gpt2

@@ -1,7 +1,7 @@
 """Prepare wikitext: Salesforce/wikitext, config wikitext-103-v1 (field text) -> train.bin / val.bin.
 
 The hub dataset's train split, train_test_split(test_size=0.05, seed=2357), GPT-2 BPE with
-the end-of-text token after every document (PROTOCOL section 2), tokenised in parallel.
+the end-of-text token after every document (docs/protocol.md section 2), tokenised in parallel.
 Output: $REPRSIM_DATA/text/wikitext/. The logic is `reprsim prepare-text`
 (repr_sim.data.text); any of its options can be given, e.g. offline from local files:
 

@@ -1,0 +1,57 @@
+"""The study's v2 figures: one panel per model size, partitions 1..3, transfer success."""
+
+from __future__ import annotations
+
+import pytest
+from test_v2_analysis import v2_reference
+
+from repr_sim import analysis as A
+from repr_sim import plots as P
+from repr_sim import summary as S
+
+
+@pytest.fixture(scope="module")
+def v2(tmp_path_factory):
+    return v2_reference(tmp_path_factory.mktemp("published") / "v2")
+
+
+def test_one_panel_per_model_size(v2):
+    files = sorted(v2.glob("different_model_size_task/task_platonic_ffcv_vit_*_cifar100.csv"))
+    fig = P.plot_model_sizes([A.read_result(f) for f in files])
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes] == ["ViT-T", "ViT-S", "ViT-B", "ViT-L"]
+    assert "Task + Dataset Overlap" in fig.get_suptitle() and "CKA" in fig.get_suptitle()
+    for ax, name in zip(axes, ["tiny", "small", "base", "large"], strict=True):
+        path = next(f for f in files if f"_{name}_" in f.name)
+        table = A.analyze_v2(path, n_perm=0, n_boot=0)  # the legend shows the v2 table
+        legend = ax.get_legend().get_texts()[0].get_text()
+        assert f"R\u00b2 = {table['r_squared'].iloc[0]:.2f}" in legend
+        assert len(ax.patches) == 5  # overlap 1 is left out of the task tables
+    P.close(fig)
+
+
+def test_partitions_one_to_three(v2):
+    files = sorted(v2.glob("different_model_size_csd/csd_platonic_ffcv_resnet*.csv"))
+    fig = P.plot_model_sizes([A.read_result(f) for f in files])
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert [ax.get_title() for ax in axes] == ["ResNet-18", "ResNet-50", "ResNet-101",
+                                               "ResNet-152"]
+    for ax in axes:
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "3"]
+        assert len(ax.patches) == 3
+    P.close(fig)
+
+
+def test_figure_groups_of_the_published_layout(v2):
+    results, _ = S.scan(v2)
+    groups = S.v2_figure_groups(results)
+    assert {k: len(v) for k, v in groups.items() if k.startswith("resnet")} == {
+        "resnet_cifar100_ds": 4, "resnet_tinyimagenet_ds": 4, "resnet_cifar100_task": 4,
+        "resnet_tinyimagenet_task": 4, "resnet_csd": 4,
+        "resnet_tinyimagenet_ds_transfer_asr": 4, "resnet_tinyimagenet_task_transfer_asr": 4}
+    assert len(groups["llama_ds"]) == 3 and len(groups["llama_task_gpt5_judge_transfer_asr"]) == 3
+    fig = P.plot_model_sizes(groups["resnet_tinyimagenet_task_transfer_asr"])
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    assert axes[0].get_ylabel() == "Transfer attack success"
+    assert all(len(ax.patches) == 5 for ax in axes)  # overlap 0 (no shared class) left out
+    P.close(fig)
