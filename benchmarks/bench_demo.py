@@ -143,18 +143,18 @@ def bench_loaders(opts) -> None:
     from repr_sim.data import betons
 
     scale = demo.get_scale(opts.scale)
-    cfg = demo.demo_config("demo_ds", scale, "image", demo.image_data_record(scale.image))
+    cfg = demo.demo_config("demo_ds", scale, "image", demo.study_of(False, scale).data_record)
     batch = cfg["recipe"]["batch_size"]
     # The study's CIFAR augmentation (augment.DEFAULT_AUGMENT), translate and cutout scaled
     # from 32 px to the demo's side.
-    study_aug = {"translate": max(1, 8 * scale.image.size // 32),
-                 "cutout": max(1, 10 * scale.image.size // 32)}
+    study_aug = {"translate": max(1, 8 * scale.image.data["size"] // 32),
+                 "cutout": max(1, 10 * scale.image.data["size"] // 32)}
     with tempfile.TemporaryDirectory(prefix="bench_loaders_") as tmp:
         root = Path(tmp)
-        demo.write_image_data(root, scale.image)
+        demo.study_of(False, scale).write_data(root)
         path = betons.beton_path("shapes", "train", root)
-        print(f"shapes train beton: {scale.image.n_train} images {scale.image.size}x"
-              f"{scale.image.size}, batch {batch}; load {load():.1f}\n")
+        print(f"shapes train beton: {scale.image.data['n_train']} images {scale.image.data['size']}x"
+              f"{scale.image.data['size']}, batch {batch}; load {load():.1f}\n")
         print("| loader | augmentation | imports s | build s | epoch 1 s | epoch 3 s |")
         print("|---|---|---|---|---|---|")
         for aug_name, aug in (("demo (off)", cfg["augment"]), ("study's, scaled", study_aug)):
@@ -195,8 +195,8 @@ def bench_threads(opts) -> None:
     from repr_sim import demo
 
     scale = demo.get_scale(opts.scale)
-    cfg = demo.demo_config("demo_ds", scale, "image", demo.image_data_record(scale.image))
-    args = [str(cfg.get("width", 64)), str(scale.image.size), str(cfg["recipe"]["batch_size"]),
+    cfg = demo.demo_config("demo_ds", scale, "image", demo.study_of(False, scale).data_record)
+    args = [str(cfg.get("width", 64)), str(scale.image.data["size"]), str(cfg["recipe"]["batch_size"]),
             str(opts.steps)]
     print(f"model resnet18_cifar width {args[0]}, {args[1]}x{args[1]}, batch {args[2]}; "
           f"load {load():.1f}\n")

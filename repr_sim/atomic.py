@@ -1,7 +1,9 @@
 """Atomic file writes and advisory locks (ground floor: standard library only).
 
 Everything is written under a temporary name in the same folder and renamed, so a
-reader never sees a half-written file under its final name.
+reader never sees a half-written file under its final name. The file gets the mode an
+ordinary `open(path, "w")` would give (0666 less the user's umask): mkstemp's 0600 would
+leave results on a shared cluster readable by their writer only.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.fchmod(fd, 0o666 & ~current_umask())
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -29,6 +32,18 @@ def atomic_path(path: Path) -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def current_umask() -> int:
+    """The process's umask: from /proc where Linux shows it (reading it never changes it,
+    so a thread creating a file meanwhile is unaffected), else by setting it and back."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        with open("/proc/self/status", encoding="ascii") as f:
+            line = next(ln for ln in f if ln.startswith("Umask:"))
+        return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

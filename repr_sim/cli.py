@@ -146,9 +146,17 @@ def add_analyze(sub):
 
 def add_plot(sub):
     p = _add(sub, "plot", "plots:cli_plot", "box plots of a result CSV against overlap")
-    p.add_argument("csv", help="a result CSV (similarity or accuracy)")
-    p.add_argument("--metric", default="cka", help="one of the eight metrics (default cka)")
-    p.add_argument("--out", required=True, help="figure file (.pdf or .png)")
+    p.add_argument("csv", nargs="+",
+                   help="a result CSV (similarity, partition, accuracy, transfer attack); "
+                        "several: one figure with a panel per file (model size), each showing "
+                        "the probe and rows of the study's v2 table")
+    p.add_argument("--metric", default=None,
+                   help="one of the eight metrics (default cka; several files: the study's "
+                        "choice, cknna for the diffusion files)")
+    p.add_argument("--study", choices=["v2"], default=None,
+                   help="one panel per file as the study's v2 figures (its probe and rows), "
+                        "also for a single file")
+    p.add_argument("--out", required=True, help="figure file (.pdf, .png or .svg)")
 
 
 def add_summary(sub):

@@ -52,20 +52,12 @@ METRIC = "cka"  # the metric the summary and the figures report (the study's)
 
 
 @dataclass(frozen=True)
-class ImageScale:
-    size: int  # image side in pixels
-    n_train: int  # generated training images: the pool the two models' subsets come from
-    n_test: int  # generated test images (the in-distribution probe set)
+class Part:
+    """One study at one scale: what its data holds, its probe size, its config overrides."""
+
+    data: dict  # image: size, n_train, n_test (generated images); text: chars per domain
     probe_size: int | None  # inputs per probe set for the measurement (None: whole sets)
-    # Config overrides, dotted key -> value, for every image experiment, then per experiment.
-    common: dict = field(default_factory=dict)
-    per_experiment: dict = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class TextScale:
-    chars: int  # characters generated per domain
-    probe_size: int  # windows per probe set
+    # Config overrides, dotted key -> value, for every experiment, then per experiment.
     common: dict = field(default_factory=dict)
     per_experiment: dict = field(default_factory=dict)
 
@@ -73,8 +65,8 @@ class TextScale:
 @dataclass(frozen=True)
 class Scale:
     name: str
-    image: ImageScale
-    text: TextScale
+    image: Part
+    text: Part
 
 
 SCALES = {
@@ -84,14 +76,14 @@ SCALES = {
         name="full",
         # Dataset overlap trains 16 epochs (85% test accuracy; at 8 epochs, 57%, the seeds'
         # spread of CKA was several times the effect), task overlap 8 to stay in budget.
-        image=ImageScale(size=16, n_train=5000, n_test=500, probe_size=None,
+        image=Part(data={"size": 16, "n_train": 5000, "n_test": 500}, probe_size=None,
                          common={"width": 8, "recipe.batch_size": 64, "recipe.lr": 0.2,
                                  "seeds": [0, 1, 2]},
                          per_experiment={"demo_ds": {"fracs": [0.0, 0.5, 1.0], "recipe.epochs": 16,
                                                      "recipe.peak_epoch": 3},
                                          "demo_task": {"fracs": [0.0, 0.5, 1.0], "recipe.epochs": 8,
                                                        "recipe.peak_epoch": 2}}),
-        text=TextScale(chars=200_000, probe_size=500,
+        text=Part(data={"chars": 200_000}, probe_size=500,
                        common={"seeds": [0, 1, 2], "recipe.iters": 150, "recipe.eval_interval": 25},
                        per_experiment={"demo_text_ds": {"fracs": [0.0, 0.5, 1.0]},
                                        "demo_text_task": {"fracs": [0.0, 1 / 3, 2 / 3, 1.0]}}),
@@ -101,12 +93,12 @@ SCALES = {
     # inputs crash torch 2.14, see README); a 1-layer GPT, a few steps.
     "tiny": Scale(
         name="tiny",
-        image=ImageScale(size=8, n_train=160, n_test=48, probe_size=24,
+        image=Part(data={"size": 8, "n_train": 160, "n_test": 48}, probe_size=24,
                          common={"width": 8, "recipe.epochs": 1, "recipe.batch_size": 16,
                                  "recipe.peak_epoch": 1, "seeds": [0, 1]},
                          per_experiment={"demo_ds": {"fracs": [0.0, 1.0]},
                                          "demo_task": {"fracs": [0.0, 0.5, 1.0]}}),
-        text=TextScale(chars=12_000, probe_size=24,
+        text=Part(data={"chars": 12_000}, probe_size=24,
                        common={"seeds": [0, 1], "model.n_layer": 1, "model.n_head": 2,
                                "model.n_embd": 16, "model.block_size": 16,
                                "recipe.iters": 4, "recipe.batch_size": 4,
@@ -152,37 +144,13 @@ def demo_data_root(study: str, scale: Scale) -> Path:
     return data_root() / "demo" / f"{study}-{scale.name}"
 
 
-def image_data_record(s: ImageScale) -> dict:
-    from .data import builtin
-
-    return builtin.image_record(s.size, s.n_train, s.n_test)
-
-
-def write_image_data(root: Path, s: ImageScale) -> int:
-    from .data import builtin
-
-    return builtin.write_images(root, s.size, s.n_train, s.n_test)
-
-
-def text_data_record(s: TextScale) -> dict:
-    from .data import builtin
-
-    return builtin.text_record(s.chars)
-
-
-def write_text_data(root: Path, s: TextScale) -> int:
-    from .data import builtin
-
-    return builtin.write_text(root, s.chars)
-
-
 def write_data(text: bool, scale_name: str, root: str) -> tuple[int, str]:
     """A pool job: the study's data under `root`; returns (files written, 0: all there; the
     device the jobs train on)."""
     import torch
 
     study = study_of(text, get_scale(scale_name))
-    return study.write_data(Path(root), study.spec), "cuda" if torch.cuda.is_available() else "cpu"
+    return study.write_data(Path(root)), "cuda" if torch.cuda.is_available() else "cpu"
 
 
 # ---------------------------------------------------------------------------------------
@@ -349,17 +317,25 @@ def experiment_summary(experiment: str, cfg: dict, sim_csv: Path, per_model_csv:
 class Study:
     name: str  # "image" or "text"
     experiments: tuple[str, ...]
-    spec: ImageScale | TextScale
-    data_record: dict
-    write_data: object  # (root, spec) -> files written
+    spec: Part
+
+    @property
+    def data_record(self) -> dict:
+        from .data import builtin
+
+        return (builtin.text_record if self.name == "text" else builtin.image_record)(**self.spec.data)
+
+    def write_data(self, root: Path) -> int:
+        from .data import builtin
+
+        write = builtin.write_text if self.name == "text" else builtin.write_images
+        return write(root, **self.spec.data)
 
 
 def study_of(text: bool, scale: Scale) -> Study:
     if text:
-        return Study("text", TEXT_EXPERIMENTS, scale.text, text_data_record(scale.text),
-                     write_text_data)
-    return Study("image", IMAGE_EXPERIMENTS, scale.image, image_data_record(scale.image),
-                 write_image_data)
+        return Study("text", TEXT_EXPERIMENTS, scale.text)
+    return Study("image", IMAGE_EXPERIMENTS, scale.image)
 
 
 def resolve_out(out: str | Path | None) -> Path:

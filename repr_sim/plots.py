@@ -411,9 +411,14 @@ def cli_plot(args) -> int:
     if out.suffix.lower() not in FORMATS:  # before any work
         raise UserError(f"{out}: unknown figure format '{out.suffix}' "
                         f"(use one of {', '.join(FORMATS)})")
-    result = analysis.read_result(args.csv)
-    analysis.check_metric(args.metric)
-    fig = plot_result(result, args.metric)
+    paths = args.csv if isinstance(args.csv, list) else [args.csv]
+    if args.metric is not None:
+        analysis.check_metric(args.metric)
+    results = [analysis.read_result(p) for p in paths]
+    if len(results) > 1 or getattr(args, "study", None):
+        fig = plot_model_sizes(results, args.metric)  # the study's v2 figures
+    else:
+        fig = plot_result(results[0], args.metric or "cka")
     save_figure(fig, out)
     close(fig)
     print(f"wrote {out}")

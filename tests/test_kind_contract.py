@@ -260,3 +260,22 @@ def test_steps_fraction_reads_the_record(tmp_path):
     runs.record_steps(folder / "split_1", 15)
     assert runs.steps_fraction(folder) == pytest.approx(25 / 40)
     assert json.loads((folder / runs.STATUS).read_text())["models"][1]["steps_done"] == 15
+
+
+@pytest.mark.parametrize("mask", [0o022, 0o077])
+def test_results_get_the_users_umask(tmp_path, mask):
+    """Atomic writes give files the mode a plain open() gives: 0644 under umask 022, so a
+    lab-mate on a shared cluster can read the results; 0600 under 077."""
+    from repr_sim import atomic
+
+    old = os.umask(mask)
+    try:
+        atomic.atomic_write_text(tmp_path / "a.csv", "x\n")
+        atomic.atomic_write_json(tmp_path / "sub" / "b.json", {"a": 1})
+        with open(tmp_path / "plain.txt", "w") as f:
+            f.write("x")
+    finally:
+        os.umask(old)
+    want = 0o666 & ~mask
+    for name in ("a.csv", "sub/b.json", "plain.txt"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == want, name

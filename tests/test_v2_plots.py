@@ -55,3 +55,14 @@ def test_figure_groups_of_the_published_layout(v2):
     assert axes[0].get_ylabel() == "Transfer attack success"
     assert all(len(ax.patches) == 5 for ax in axes)  # overlap 0 (no shared class) left out
     P.close(fig)
+
+
+def test_cli_plot_several_files_one_figure(v2, tmp_path, capsys):
+    from repr_sim.cli import main
+
+    files = sorted(v2.glob("llm_ds/ds_meta-llama_Llama-3.2-*-Instruct.csv"))
+    out = tmp_path / "llm_ds_overlap.pdf"
+    assert main(["plot", *map(str, files), "--out", str(out)]) == 0
+    assert out.read_bytes().startswith(b"%PDF")
+    assert main(["plot", str(files[0]), "--metric", "foo", "--out", str(out)]) == 2
+    assert "unknown metric 'foo'" in capsys.readouterr().err
