@@ -46,8 +46,8 @@ A, so every piece of B is reused:
 * cka, unbiased_cka: ||A_c^T P B_c||_F^2 (centred features) is the only term that changes
   (with dA . P dB, an O(N) sum). It is one D_a x D_b cross product per permutation in
   float32 (accumulated in float64; within about 1e-6 of float64 for these scores), or,
-  when that is much larger than N^2 and two N x N float64 kernels fit the memory budget,
-  <K_c, P L_c P^T> summed from the kernels (O(N^2) per permutation).
+  when that is about 1000 times N^2 or more and two N x N float64 kernels fit the memory
+  budget, <K_c, P L_c P^T> summed from the kernels (O(N^2) gathers per permutation).
 * svcca: the column standardisation and the top singular directions of B[pi] are those of
   B with permuted rows, so only the 10 x 10 cross product of the two bases changes.
 Permutations are processed in chunks sized to the metrics' memory budget.
@@ -123,7 +123,8 @@ def _check_alpha(alpha) -> float:
 def _check_count(n_permutations) -> int:
     if (isinstance(n_permutations, bool) or not isinstance(n_permutations, (int, np.integer))
             or n_permutations < 1):
-        raise ValueError(f"the number of permutations must be a positive integer, got {n_permutations!r}")
+        raise ValueError("the number of permutations must be a positive integer, "
+                         f"got {n_permutations!r}")
     return int(n_permutations)
 
 
@@ -132,7 +133,8 @@ def _check_topks(topk) -> tuple[list[int], bool]:
     if isinstance(topk, (int, np.integer)) and not isinstance(topk, bool):
         return [M._check_topk(topk)], False
     if not isinstance(topk, Sequence) or isinstance(topk, str) or not topk:
-        raise ValueError(f"topk must be a positive integer or a non-empty list of them, got {topk!r}")
+        raise ValueError(f"topk must be a positive integer or a non-empty list of them, "
+                         f"got {topk!r}")
     return sorted({M._check_topk(k) for k in topk}), True
 
 
@@ -147,7 +149,8 @@ def _check_permutations(permutations, n: int) -> torch.Tensor:
     """A K x N int64 CPU tensor whose rows are permutations of range(N)."""
     if isinstance(permutations, torch.Tensor):
         perms = permutations.detach().cpu()
-        integer = not perms.is_floating_point() and not perms.is_complex() and perms.dtype != torch.bool
+        integer = not (perms.is_floating_point() or perms.is_complex()
+                       or perms.dtype == torch.bool)
     else:
         arr = np.asarray(permutations)
         integer = arr.dtype.kind in "iu"
@@ -258,7 +261,8 @@ class _Null:
         if any(name in K_DEPENDENT for name in self.names):
             ibp, vbp = self._relabelled(pc)
             for k in self.ks:
-                out.update(self._knn_values(k, ibp[..., :k].contiguous(), vbp[..., :k].contiguous()))
+                out.update(self._knn_values(k, ibp[..., :k].contiguous(),
+                                            vbp[..., :k].contiguous()))
         if "cka" in self.names or "unbiased_cka" in self.names:
             out.update(self._cka_values(pc))
         if "svcca" in self.names:
@@ -354,7 +358,8 @@ class _Null:
         """<K_c, P L_c P^T> (O(N^2) per permutation) instead of ||A_c^T P B_c||_F^2
         (O(N D_a D_b)) when that is much cheaper and both kernels fit the budget."""
         n = self.n
-        return n * 128 <= self.top.a.d * self.top.b.d and 16 * n * n <= M._budget(self.device)
+        # a gathered kernel entry costs about as much as 500-1000 multiply-adds of a GEMM
+        return n * 1024 <= self.top.a.d * self.top.b.d and 16 * n * n <= M._budget(self.device)
 
     @cached_property
     def _cross_pieces(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -366,11 +371,12 @@ class _Null:
     def _cross_frob(self, pc: torch.Tensor) -> list[float]:
         """||A_c^T P B_c||_F^2 for each permutation in the chunk."""
         first, second = self._cross_pieces
-        if self._use_kernels:
-            return [float((first * second[p][:, p]).sum()) for p in pc]
+        if self._use_kernels:  # (P L P^T)_ij = L[p_i, p_j], gathered from the flat kernel
+            flat, n = second.reshape(-1), self.n
+            return [float((first * flat[p[:, None] * n + p[None, :]]).sum()) for p in pc]
         # one permutation at a time into reused buffers: each product is a full-size GEMM
         rows = torch.empty_like(second)
-        prod = torch.empty((first.shape[0], second.shape[1]), dtype=first.dtype, device=first.device)
+        prod = first.new_empty((first.shape[0], second.shape[1]))
         out = []
         for p in pc:
             torch.matmul(first, torch.index_select(second, 0, p, out=rows), out=prod)
@@ -461,9 +467,12 @@ def calibrate_all(a, b, *, permutations=None, n_permutations: int = 200, seed: i
 
 
 def _layer_sides(layers, what: str, topk: int, block_rows):
-    if isinstance(layers, (np.ndarray, torch.Tensor)) or not isinstance(layers, Sequence) or not layers:
+    if isinstance(layers, (np.ndarray, torch.Tensor)) or not isinstance(layers, Sequence):
+        layers = []
+    if not layers:
         raise ValueError(f"{what} must be a non-empty list of feature matrices")
-    return [M._Side(M._as_matrix(x, f"{what}[{i}]"), topk, block_rows) for i, x in enumerate(layers)]
+    return [M._Side(M._as_matrix(x, f"{what}[{i}]"), topk, block_rows)
+            for i, x in enumerate(layers)]
 
 
 def _layer_engines(a_layers, b_layers, metric: str, topk, block_rows) -> list[list[_Null]]:

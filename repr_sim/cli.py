@@ -216,7 +216,13 @@ def add_prepare_text(sub):
              "tokenise a corpus into $REPRSIM_DATA/text/<corpus>/{train,val}.bin")
     p.add_argument("corpus", help="shakespeare_all, tinystories, wikitext, tinycodes, tinytextbooks, tinywebtext")
     p.add_argument("--data-files", nargs="+", default=None, help="local .txt/.json/.jsonl/.parquet files")
-    p.add_argument("--tokenizer", choices=["gpt2", "bytes"], default="gpt2")
+    p.add_argument("--tokenizer", default="gpt2", metavar="{gpt2,bytes,hf:MODEL_OR_FOLDER}",
+                   help="gpt2, bytes, or hf:<model in the HF cache or tokenizer folder> "
+                        "(data in text/<corpus>/<preset>_hf_<hash>/)")
+    p.add_argument("--preset", choices=["v1", "v2"], default=None,
+                   help="corpora and val splits of the study's v1 (default) or v2 (LLM) scripts")
+    p.add_argument("--dtype", choices=["uint16", "uint32"], default=None,
+                   help="token dtype (default: uint16 if the vocabulary fits, else uint32)")
     p.add_argument("--num-proc", type=int, default=None, help="tokeniser processes (default: usable CPUs)")
     p.add_argument("--data-root", default=None, help="data root (default: $REPRSIM_DATA or data/)")
     p.add_argument("--force", action="store_true", help="prepare again even if already prepared")

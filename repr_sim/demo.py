@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import experiments, kinds, results, runs, sweep
+from . import experiments, kinds, runs, sweep
 from .errors import UserError
 from .paths import data_root, environ, repo_root, runs_root, usable_cpus
 
@@ -243,30 +243,6 @@ def render(csv: Path) -> list[Path]:
 # ---------------------------------------------------------------------------------------
 
 
-def in_distribution_column(result) -> str:
-    """The in-distribution probe column: metric_overlap (images), metric_common (text task
-    overlap), metric_<trained corpus> (text dataset overlap)."""
-    columns = result.value_columns
-    for name in (results.OVERLAP_PROBE, results.TEXT_TASK_PROBES[0]):
-        if name in columns:
-            return name
-    corpus = str(result.meta.get("dataset") or "")
-    for column in columns:
-        if corpus and column in (f"metric_{corpus}", f"metric_{corpus.split('_')[0]}"):
-            return column
-    return columns[0]
-
-
-def _mean_std(values) -> str:
-    import numpy as np
-
-    values = np.asarray(values, dtype=np.float64)
-    if values.size == 0:
-        return "n/a"
-    std = float(values.std(ddof=1)) if values.size > 1 else 0.0
-    return f"{values.mean():.4g} +- {std:.2g}"
-
-
 def describe(cfg: dict) -> str:
     """'dataset overlap, resnet18_cifar width 8 on shapes 16x16; fractions 0, 0.5, 1 x 3 seeds'"""
     kind = "dataset overlap" if cfg["split"] == "dataset" else "task overlap"
@@ -282,30 +258,11 @@ def describe(cfg: dict) -> str:
 
 
 def experiment_summary(experiment: str, cfg: dict, sim_csv: Path, per_model_csv: Path) -> list[str]:
-    """The summary lines of one experiment: accuracy (or validation loss) and the CKA fit
-    on the in-distribution probe (read from the CKA table `render` wrote)."""
-    import pandas as pd
+    """The summary lines of one experiment: what it is, then summary.experiment_lines."""
+    from . import summary
 
-    from . import analysis
-
-    sim = analysis.read_result(sim_csv)
-    per_model = analysis.read_result(per_model_csv)
-    column = per_model.value_columns[0]  # acc or val_loss
-    values = per_model.data[column]
-    values = values[~values.round(9).eq(analysis.EMPTY)]  # -1: no shared class
-    if column == "acc":
-        what = "test accuracy" + (" on the shared classes" if sim.split == "task" else "")
-        quantity = f"{what}: {_mean_std(100 * values)} % ({len(values)} models)"
-    else:
-        quantity = f"best validation loss: {_mean_std(values)} ({len(values)} models)"
-    lines = [f"{experiment} ({describe(cfg)})", f"  {quantity}"]
-    probe = in_distribution_column(sim)
-    table = pd.read_csv(rendered_paths(sim_csv, True)[0], index_col="probe")
-    row = table.loc[probe]
-    lines.append(f"  {METRIC} on the in-distribution probe ({probe}) against overlap: "
-                 f"slope {row['slope']:+.4f}, R^2 {row['r_squared']:.3f}, Spearman rho "
-                 f"{row['spearman_rho']:+.3f} (p {row['spearman_p']:.3g}), n {int(row['n'])}")
-    return lines
+    return [f"{experiment} ({describe(cfg)})",
+            *summary.experiment_lines(sim_csv, per_model_csv, metric=METRIC)]
 
 
 # ---------------------------------------------------------------------------------------

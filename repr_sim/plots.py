@@ -1,10 +1,13 @@
 """The study's figures: box plots of a score against overlap, accuracy plots.
 
 Similarity files: one panel per probe column, one box per overlap fraction (at its true x
-position, so the least-squares line is drawn on the same axis), the dashed OLS line with
-its equation, R^2 and MI in the legend. Label-partition files: the same with partitions
-1, 2, 3 on the x axis. Accuracy and loss files: one panel; partition accuracies: one box
-per label set.
+position, so the least-squares line is drawn on the same axis; x ticks at the file's
+fractions only), the dashed OLS line with its equation, R^2 and MI in the legend.
+Label-partition files: the same with partitions 1, 2, 3 on the x axis. Accuracy, loss and
+transfer-attack files: the same for their values; partition accuracies: one box per label
+set. The study's v2 figures (`plot_model_sizes`): one panel per model size, each file's v2
+table. Consequences (`plot_consequences`): transfer success against similarity, coloured by
+overlap.
 
 Sized for a paper: panels about 1.9 in wide with 8-9 pt text, so a four-panel figure
 printed at full text width (~7 in) keeps its fonts near their nominal size. Colours are

@@ -97,3 +97,9 @@ V2_IMAGE_PROBES = ("metric_cifar100", "metric_tinyimagenet", "metric_cifar10")
 DIFFUSION_PROBE = "metric_train_ds"
 LLM_DS_PROBE = "metric_tinycodes"
 LLM_OOD_ONE_PROBE = "metric_OOD_for_one"
+
+# LoRA fine-tunes of Llama-style models (repr_sim.kinds.llm, PROTOCOL_V2 section 5): the
+# similarity file of the study's LLM scripts (dataset overlap metric_<corpus>, task overlap
+# the text task probes), and a per-model validation-loss file in the loss schema.
+LLM_SIM_CSV = "platonic_llm.csv"
+LLM_LOSS_CSV = "platonic_llm_loss.csv"

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import analysis
+from . import analysis, results
 from .analysis import OVERLAP_NAMES, ResultFile
 from .atomic import atomic_write_text
 from .errors import UserError
@@ -336,8 +336,8 @@ def format_files(files: pd.DataFrame) -> str:
             elif group == ACCURACY_TABLE:
                 text += f"  -> {r['dataset'] or '?'}, {r['overlap']}"
             if r["architecture"] == "unknown":
-                text += ("  (no <stem>.json with an 'arch' key and no resnet/vae/gpt in the "
-                         "name: averaged as an architecture of its own)")
+                text += ("  (no <stem>.json with an 'arch' key and no resnet/vae/gpt/vit/llama/"
+                         "diffusion in the name: averaged as an architecture of its own)")
             lines.append(text)
     return "\n".join(lines)
 
@@ -539,6 +539,51 @@ def render_v2(folder: Path | str, out: Path | str, *, formats=(".png", ".pdf"),
             plots.close(fig)
     return {"summary": v2, "compare": comparison, "tables": tables, "written": written,
             "figures": figures, "consequences": cons}
+
+
+# ---- one experiment in a few lines (the demo's report) ------------------------------------
+def in_distribution_column(result: ResultFile) -> str:
+    """The in-distribution probe column: metric_overlap (images), metric_common (text task
+    overlap), metric_<trained corpus> (text dataset overlap)."""
+    columns = result.value_columns
+    for name in (results.OVERLAP_PROBE, results.TEXT_TASK_PROBES[0]):
+        if name in columns:
+            return name
+    corpus = str(result.meta.get("dataset") or "")
+    for column in columns:
+        if corpus and column in (f"metric_{corpus}", f"metric_{corpus.split('_')[0]}"):
+            return column
+    return columns[0]
+
+
+def _mean_std(values) -> str:
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return "n/a"
+    std = float(values.std(ddof=1)) if values.size > 1 else 0.0
+    return f"{values.mean():.4g} +- {std:.2g}"
+
+
+def experiment_lines(sim_csv: Path, per_model_csv: Path, *, metric: str = "cka") -> list[str]:
+    """Accuracy (or validation loss) of an experiment's models, and the fit of `metric` on
+    its in-distribution probe against overlap (from the table render_result wrote)."""
+    sim = analysis.read_result(sim_csv)
+    per_model = analysis.read_result(per_model_csv)
+    column = per_model.value_columns[0]  # acc or val_loss
+    values = per_model.data[column]
+    values = values[~values.round(9).eq(results.EMPTY)]  # -1: no shared class
+    if column == "acc":
+        what = "test accuracy" + (" on the shared classes" if sim.split == "task" else "")
+        quantity = f"{what}: {_mean_std(100 * values)} % ({len(values)} models)"
+    else:
+        quantity = f"best validation loss: {_mean_std(values)} ({len(values)} models)"
+    probe = in_distribution_column(sim)
+    table = pd.read_csv(rendered_paths(sim_csv, True, metric=metric)[0], index_col="probe")
+    row = table.loc[probe]
+    return [f"  {quantity}",
+            f"  {metric} on the in-distribution probe ({probe}) against overlap: "
+            f"slope {row['slope']:+.4f}, R^2 {row['r_squared']:.3f}, Spearman rho "
+            f"{row['spearman_rho']:+.3f} (p {row['spearman_p']:.3g}), n {int(row['n'])}"]
 
 
 def cli_summary(args) -> int:

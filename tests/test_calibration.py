@@ -99,9 +99,9 @@ def test_s_max():
 # ---- against the reference package ----------------------------------------------------------
 SHAPES = [  # N, D_a, D_b, related, K, topk
     (50, 8, 8, True, 49, 10),
-    (150, 32, 100, False, 40, 10),
-    (300, 512, 512, True, 20, 10),  # CKA from the two kernels
-    (500, 64, 16, False, 30, 5),
+    (150, 32, 100, False, 30, 10),
+    (120, 512, 256, True, 20, 10),  # CKA's null from the two kernels
+    (500, 64, 16, False, 20, 5),
 ]
 
 
@@ -149,11 +149,15 @@ def test_score_layers_is_score_all_per_pair():
 
 
 # ---- the fast null against direct scores ----------------------------------------------------
-@pytest.mark.parametrize("n, d_a, d_b, topk", [(70, 128, 128, 4), (90, 16, 24, 10), (80, 20, 20, 63)])
-def test_null_values_are_direct_scores_of_permuted_b(n, d_a, d_b, topk):
-    # (70, 128, 128) takes the kernel path for CKA, (90, 16, 24) the float32 cross products;
-    # k = 63 is above the bit-parallel limit (the plain dynamic programme)
+@pytest.mark.parametrize("n, d_a, d_b, topk, kernels",
+                         [(70, 256, 300, 4, True), (90, 16, 24, 10, False),
+                          (80, 20, 20, 63, False)])
+def test_null_values_are_direct_scores_of_permuted_b(n, d_a, d_b, topk, kernels):
+    # CKA's null from the kernels or from float32 cross products; k = 63 is above the
+    # bit-parallel limit (the plain dynamic programme)
     a, b = features(n, d_a, d_b, related=True, seed=3)
+    sides = [M._Side(torch.from_numpy(x), topk, None) for x in (a, b)]
+    assert C._Null(*sides, ["cka"], [topk])._use_kernels == kernels
     perms = C.draw_permutations(n, 12, seed=4)
     _, nulls = C.calibrate_all(a, b, permutations=perms, topk=topk, return_null=True)
     direct = [M.score_all(a, b[p], topk=topk) for p in perms]
@@ -188,7 +192,8 @@ def lcs_dp(x, y):
     table = np.zeros((len(x) + 1, len(y) + 1), dtype=int)
     for i, xi in enumerate(x):
         for j, yj in enumerate(y):
-            table[i + 1, j + 1] = table[i, j] + 1 if xi == yj else max(table[i, j + 1], table[i + 1, j])
+            skip = max(table[i, j + 1], table[i + 1, j])
+            table[i + 1, j + 1] = table[i, j] + 1 if xi == yj else skip
     return table[-1, -1]
 
 
@@ -197,7 +202,8 @@ def edit_dp(x, y):
     table[:, 0], table[0, :] = np.arange(len(x) + 1), np.arange(len(y) + 1)
     for i, xi in enumerate(x):
         for j, yj in enumerate(y):
-            table[i + 1, j + 1] = min(table[i, j + 1] + 1, table[i + 1, j] + 1, table[i, j] + (xi != yj))
+            table[i + 1, j + 1] = min(table[i, j + 1] + 1, table[i + 1, j] + 1,
+                                      table[i, j] + (xi != yj))
     return table[-1, -1]
 
 
@@ -266,7 +272,8 @@ def test_permuting_both_inputs_changes_nothing():
 
 def test_seed_reproduces_and_draws_with_numpy():
     a, b = features(60, 8, 8, related=False, seed=11)
-    assert C.calibrate_all(a, b, n_permutations=10, seed=4) == C.calibrate_all(a, b, n_permutations=10, seed=4)
+    first = C.calibrate_all(a, b, n_permutations=10, seed=4)
+    assert C.calibrate_all(a, b, n_permutations=10, seed=4) == first
     perms = C.draw_permutations(60, 3, seed=4)
     rng = np.random.default_rng(4)
     np.testing.assert_array_equal(perms, [rng.permutation(60) for _ in range(3)])
@@ -293,7 +300,8 @@ def test_cuda_matches_cpu():
     ({"permutations": np.arange(20)}, "shape"),
     ({"permutations": np.zeros((0, 20), dtype=int)}, "shape"),
     ({"permutations": np.zeros((2, 20))}, "integer"),
-    ({"permutations": np.stack([np.arange(20), np.r_[np.arange(19), 0]])}, "row 1 is not a permutation"),
+    ({"permutations": np.stack([np.arange(20), np.r_[np.arange(19), 0]])},
+     "row 1 is not a permutation"),
     ({"topk": 19}, r"N must be larger than topk \+ 1"),
     ({"topk": [3, 19]}, r"N must be larger than topk \+ 1"),
     ({"topk": []}, "topk"),

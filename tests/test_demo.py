@@ -281,3 +281,14 @@ def test_bad_input_is_one_line(tmp_path):
     with pytest.raises(SystemExit) as e, contextlib.redirect_stderr(io.StringIO()):
         cli.main(["demo", "--scale", "huge"])
     assert e.value.code == 2
+
+
+def test_demo_output_reads_well_without_a_terminal(image_run):
+    """Redirected (no terminal): plain lines, no carriage-return bar frames, one line per
+    finished pair, and few lines in all."""
+    check_ok(image_run)
+    text = image_run.stdout + image_run.stderr
+    assert "\r" not in text
+    pairs = sum(len(config(e)["seeds"]) * len(config(e)["fracs"]) for e in demo.IMAGE_EXPERIMENTS)
+    assert sum(": trained" in line for line in text.splitlines()) == pairs
+    assert len(text.splitlines()) < 60

@@ -66,3 +66,15 @@ def test_cli_plot_several_files_one_figure(v2, tmp_path, capsys):
     assert out.read_bytes().startswith(b"%PDF")
     assert main(["plot", str(files[0]), "--metric", "foo", "--out", str(out)]) == 2
     assert "unknown metric 'foo'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("pattern", ["different_model_size_task/task_transfer_asr_vit_tiny*",
+                                     "llm_task/gpt5_judge_*1B-Instruct_jailbreaking.csv",
+                                     "different_model_size_csd/csd_acc_ffcv_vit_large*",
+                                     "different_model_size_ds/ds_platonic_ffcv_resnet18_cifar100*"])
+def test_every_v2_kind_gets_a_figure(v2, tmp_path, pattern):
+    result = A.read_result(next(v2.glob(pattern)))
+    fig = P.plot_result(result)
+    out = P.save_figure(fig, tmp_path / "f.png", dpi=60)
+    P.close(fig)
+    assert out.read_bytes().startswith(b"\x89PNG")

@@ -3,7 +3,8 @@
 In this order: horizontal flip, brightness, contrast, saturation, translate, cutout (colour
 jitter first so that the translate and cutout fill stays exactly the fill colour).
 `ffcv_ops` builds it for FFCV's pipelines (make_loader); `augment_batch` is the same
-augmentation on a uint8 batch in torch (ArrayLoader), with FFCV's arithmetic.
+augmentation on a uint8 batch in torch (ArrayLoader, DeviceLoader), with FFCV's arithmetic:
+`draw` takes the random numbers from a CPU generator, `apply` does the work on any device.
 
 Determinism: FFCV's augmentations draw from numba's per-thread generators, which cannot be
 seeded from outside, so FFCV training batches differ from run to run; `augment_batch`
@@ -106,45 +107,87 @@ def _grey(x):
     return (0.2989 * r + 0.587 * g + 0.114 * b).to(x.dtype)  # truncated, as FFCV does
 
 
-def augment_batch(x, aug: Augment, gen):
-    """The study's augmentation on a uint8 [B, H, W, 3] tensor, with the draws from `gen`."""
+def draw(aug: Augment, b: int, h: int, w: int, gen) -> dict:
+    """The random draws of one batch of `b` images of h x w, from the CPU generator `gen`.
+
+    Drawn in a fixed order with sizes that do not depend on the data, so one (seed, epoch)
+    gives the same draws whatever device `apply` then runs on (DeviceLoader).
+    """
+    import torch
+
+    out = {}
+    if aug.flip > 0:
+        out["flip"] = torch.rand(b, generator=gen) < aug.flip
+    for kind, magnitude in aug.jitters():
+        apply_ = torch.rand(b, generator=gen) < aug.jitter_p
+        low = max(0.0, 1.0 - magnitude)
+        out[kind] = (apply_, low + (1.0 + magnitude - low) * torch.rand(b, generator=gen))
+    if aug.translate > 0:
+        p = aug.translate
+        out["translate"] = (torch.randint(0, 2 * p + 1, (b,), generator=gen),
+                            torch.randint(0, 2 * p + 1, (b,), generator=gen))
+    if aug.cutout > 0:
+        c = aug.cutout
+        out["cutout"] = (torch.randint(0, h - c + 1, (b,), generator=gen),
+                         torch.randint(0, w - c + 1, (b,), generator=gen))
+    return out
+
+
+def draws_to(draws: dict, device) -> dict:
+    """The draws moved to `device` (one small copy per tensor, non-blocking)."""
+    def move(v):
+        return tuple(move(t) for t in v) if isinstance(v, tuple) else v.to(device, non_blocking=True)
+
+    return {k: move(v) for k, v in draws.items()}
+
+
+def apply(x, aug: Augment, draws: dict):
+    """The augmentation with the given draws on a uint8 [B, H, W, 3] tensor, on its device.
+
+    Batched and branch-free (no host synchronisation on CUDA): each step computes its result
+    for every image and keeps it where the draw says so, which per image is the same as
+    transforming only the selected images.
+    """
     import torch
 
     b, h, w, _ = x.shape
-    x = x.clone()
-    if aug.flip > 0:
-        flip = torch.rand(b, generator=gen) < aug.flip
-        x[flip] = x[flip].flip(2)
-    for kind, magnitude in aug.jitters():
-        apply = torch.rand(b, generator=gen) < aug.jitter_p
-        low = max(0.0, 1.0 - magnitude)
-        ratio = low + (1.0 + magnitude - low) * torch.rand(b, generator=gen)
-        if not apply.any():
-            continue
-        sel, r = x[apply], ratio[apply].view(-1, 1, 1, 1)
+    dev = x.device
+    if "flip" in draws:
+        x = torch.where(draws["flip"].view(-1, 1, 1, 1), x.flip(2), x)
+    for kind, _magnitude in aug.jitters():
+        chosen, ratio = draws[kind]
+        r = ratio.view(-1, 1, 1, 1)
         if kind == "brightness":
-            other = torch.zeros(())
+            other = torch.zeros((), device=dev)
         elif kind == "contrast":
-            other = _grey(sel).float().mean(dim=(1, 2)).view(-1, 1, 1, 1)
+            other = _grey(x).float().mean(dim=(1, 2)).view(-1, 1, 1, 1)
         else:
-            other = _grey(sel).float().unsqueeze(-1)
-        x[apply] = _blend(sel, other, r)
-    fill = torch.tensor(aug.fill, dtype=x.dtype)
-    if aug.translate > 0:
+            other = _grey(x).float().unsqueeze(-1)
+        x = torch.where(chosen.view(-1, 1, 1, 1), _blend(x, other, r), x)
+    fill = torch.tensor(aug.fill, dtype=x.dtype, device=dev)
+    if "translate" in draws:
+        # Output pixel (i, j) is pixel (i + dy - p, j + dx - p) of the image, the fill outside
+        # it: FFCV's pad-then-crop without building the padded batch.
         p = aug.translate
-        padded = fill.expand(b, h + 2 * p, w + 2 * p, 3).clone()
-        padded[:, p:p + h, p:p + w] = x
-        dy = torch.randint(0, 2 * p + 1, (b,), generator=gen)
-        dx = torch.randint(0, 2 * p + 1, (b,), generator=gen)
-        rows = (dy[:, None] + torch.arange(h))[:, :, None]
-        cols = (dx[:, None] + torch.arange(w))[:, None, :]
-        x = padded[torch.arange(b)[:, None, None], rows, cols]
-    if aug.cutout > 0:
+        dy, dx = draws["translate"]
+        rows = dy[:, None] - p + torch.arange(h, device=dev)  # [B, H]
+        cols = dx[:, None] - p + torch.arange(w, device=dev)  # [B, W]
+        inside = (((rows >= 0) & (rows < h))[:, :, None] & ((cols >= 0) & (cols < w))[:, None, :])
+        batch = torch.arange(b, device=dev)[:, None, None]
+        x = x[batch, rows.clamp(0, h - 1)[:, :, None], cols.clamp(0, w - 1)[:, None, :]]
+        x = torch.where(inside[..., None], x, fill)
+    if "cutout" in draws:
         c = aug.cutout
-        y0 = torch.randint(0, h - c + 1, (b,), generator=gen)
-        x0 = torch.randint(0, w - c + 1, (b,), generator=gen)
-        ys, xs = torch.arange(h), torch.arange(w)
+        y0, x0 = draws["cutout"]
+        ys, xs = torch.arange(h, device=dev), torch.arange(w, device=dev)
         inside = (((ys[None] >= y0[:, None]) & (ys[None] < y0[:, None] + c))[:, :, None]
                   & ((xs[None] >= x0[:, None]) & (xs[None] < x0[:, None] + c))[:, None, :])
         x = torch.where(inside[..., None], fill, x)
     return x
+
+
+def augment_batch(x, aug: Augment, gen):
+    """The study's augmentation on a uint8 [B, H, W, 3] tensor, with the draws from `gen`
+    (a CPU generator; the work runs on x's device)."""
+    b, h, w, _ = x.shape
+    return apply(x, aug, draws_to(draw(aug, b, h, w, gen), x.device))

@@ -1,4 +1,5 @@
-"""Loaders over images: `make_loader` (FFCV, over a beton) and `ArrayLoader` (in memory, torch).
+"""Loaders over images: `make_loader` (FFCV, over a beton), `ArrayLoader` (in memory, torch)
+and `DeviceLoader` (the whole dataset on the device, gathered and augmented there).
 
 Both yield (images float32 [B, 3, H, W] normalised, labels int64 [B] mapped through
 `label_map`); on CUDA the images are on the device, channels-last, float16. Training
@@ -7,7 +8,8 @@ buffers: an image batch is valid until a few batches later; clone it to keep it.
 
 Determinism: the FFCV sample order is seeded (seed + epoch), its augmentations are not
 (see repr_sim.data.augment), so FFCV training batches differ from run to run.
-ArrayLoader is fully deterministic for a seed.
+ArrayLoader and DeviceLoader are fully deterministic for a seed (DeviceLoader on CUDA up to
+float rounding in the colour jitter).
 """
 
 from __future__ import annotations
@@ -260,6 +262,69 @@ class ArrayLoader:
             if self.table is not None:
                 y = self.table[y]
             yield normalise(x, self.mean, self.std, self.device, half), y.to(self.device)
+
+
+# ---- the device-resident loader -----------------------------------------------------------------
+# One device copy per (array, device) per process, shared by every loader over that array (the
+# train and test loaders of both models of a pair, every pair a pool worker trains). The
+# array itself is kept in the value, so its id cannot be reused while the entry lives; the
+# oldest entries go beyond _DEVICE_KEEP (a pair needs two: its train and test images).
+_DEVICE_COPIES: dict[tuple, tuple] = {}
+_DEVICE_KEEP = 4
+
+
+def device_copy(array: np.ndarray, device):
+    """`array` as a tensor on `device`, copied there once per process."""
+    import torch
+
+    key = (id(array), array.shape, str(device))
+    if key not in _DEVICE_COPIES:
+        while len(_DEVICE_COPIES) >= _DEVICE_KEEP:
+            del _DEVICE_COPIES[next(iter(_DEVICE_COPIES))]
+        _DEVICE_COPIES[key] = (array, torch.from_numpy(np.ascontiguousarray(array)).to(device))
+    return _DEVICE_COPIES[key][1]
+
+
+class DeviceLoader(ArrayLoader):
+    """ArrayLoader with the whole uint8 dataset on the device (once per process): each batch
+    is gathered by index there and augmented there in batch (augment.apply).
+
+    The order and the augmentation draws come from the same CPU generator, seeded by (seed,
+    epoch), in the same sequence as ArrayLoader's: on the CPU the two give identical batches,
+    on CUDA the same up to float rounding in the colour jitter. Per batch only the indices and
+    the draws (a few hundred numbers) cross to the device; nothing syncs with the host.
+    """
+
+    def __init__(self, images, labels, **kwargs):
+        super().__init__(images, labels, **kwargs)
+        # Keyed by the caller's array (the image kind's per-process decoded beton).
+        self.images = device_copy(np.asarray(images), self.device)
+        self.labels = self.labels.to(self.device)
+        if self.table is not None:
+            self.table = self.table.to(self.device)
+
+    def __iter__(self):
+        import torch
+
+        from .augment import apply, draw, draws_to
+
+        gen = self._generator()
+        self.epoch += 1
+        order = torch.from_numpy(self.indices)
+        if self.random:
+            order = order[torch.randperm(len(order), generator=gen)]
+        order = order.to(self.device)
+        half = self.device.type == "cuda"
+        _, h, w, _ = self.images.shape
+        for start in range(0, len(self) * self.batch_size, self.batch_size):
+            idx = order[start:start + self.batch_size]
+            x = self.images[idx]
+            if self.aug is not None:
+                x = apply(x, self.aug, draws_to(draw(self.aug, len(idx), h, w, gen), self.device))
+            y = self.labels[idx]
+            if self.table is not None:
+                y = self.table[y]
+            yield normalise(x, self.mean, self.std, self.device, half), y
 
 
 def default_workers() -> int:

@@ -396,14 +396,22 @@ def load_stream(corpus: str, split: str, root: str | Path | None = None) -> np.n
         raise UserError(f"{path} missing: run `reprsim prepare-text {corpus}`")
     size = path.stat().st_size
     expected = meta.get(f"{split}_tokens")
-    if size % 2 or (expected is not None and size // 2 != expected):
-        raise UserError(f"{path}: {size} bytes, expected {expected} uint16 tokens; prepare it again")
+    dtype = np.dtype(meta.get("dtype", DTYPE))  # uint16 here; uint32 for large vocabularies
+    if size % dtype.itemsize or (expected is not None and size // dtype.itemsize != expected):
+        raise UserError(f"{path}: {size} bytes, expected {expected} {dtype.name} tokens; prepare it again")
     if size == 0:
-        return np.zeros(0, dtype=DTYPE)
-    return np.memmap(path, dtype=DTYPE, mode="r")
+        return np.zeros(0, dtype=dtype)
+    return np.memmap(path, dtype=dtype, mode="r")
 
 
 def cli_prepare_text(args) -> int:
+    tokenizer, preset = args.tokenizer, getattr(args, "preset", None)
+    if tokenizer.startswith("hf:") or preset == "v2":  # the LLM corpora: repr_sim.data.hftext
+        from . import hftext
+
+        return hftext.cli_prepare(args)
+    if getattr(args, "dtype", None) not in (None, "uint16"):
+        raise UserError(f"--dtype {args.dtype}: the {tokenizer} tokenizer writes uint16 streams")
     prepare(
         args.corpus,
         data_files=args.data_files,

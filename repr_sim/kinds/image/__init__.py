@@ -14,7 +14,9 @@ DEFAULTS = {
     "seeds": list(range(10)),
     "recipe": {"epochs": 50, "batch_size": 512, "drop_last": True, "lr": 0.5, "peak_epoch": 10,
                "momentum": 0.9, "nesterov": False, "weight_decay": 5e-4,
-               "label_smoothing": 0.1},
+               "label_smoothing": 0.1,
+               # CUDA speed options (docs/gpu.md); the study's recipe is fp16 + a scaler.
+               "precision": "fp16", "channels_last": True, "compile": False},
     "augment": {"flip": 0.5, "brightness": 0.2, "contrast": 0.2, "saturation": 0.3,
                 "jitter_p": 0.3, "translate": 8, "cutout": 10, "fill": "mean"},
     "loader": {},

@@ -9,7 +9,11 @@ Recipe (all values from the config's [recipe] table): SGD with momentum (no Nest
 weight decay on every parameter, label smoothing, drop-last batches, and the per-iteration
 triangular schedule of repr_sim.kinds.schedule. On CUDA: fp16 autocast with a gradient
 scaler, channels-last model and inputs, loaders that place batches on the GPU; on the CPU
-the same code runs in float32 (autocast and the scaler are disabled).
+the same code runs in float32 (autocast and the scaler are disabled). Options of the
+[recipe] table for speed on CUDA (docs/gpu.md): `precision` "fp16" (the study's, default),
+"bf16" (bf16 autocast, no scaler) or "fp32"; `channels_last` (default true); `compile`
+(torch.compile the model, default false; the first step's and first evaluation's wall time,
+which hold the compilation, go to the log as `compile_s` and not into `time_s`).
 
 Task split: each model has a c-way head; its train and test labels are mapped through its
 label map by the loader; its test set is the test images of its own classes. Dataset
@@ -60,6 +64,7 @@ OPTION_KEYS = {
 RECIPE_KEYS = ("epochs", "batch_size", "lr", "momentum", "weight_decay", "label_smoothing",
                "peak_epoch")
 SPLIT_KINDS = ("dataset", "task")
+PRECISIONS = ("fp16", "bf16", "fp32")  # on CUDA; the CPU trains in float32
 EPOCH_FILE = "epoch.pt"
 CHECKPOINT = "checkpoint.pth"
 LOG = "log.txt"
@@ -85,6 +90,11 @@ def check_config(cfg: dict) -> None:
     loader = cfg.get("loader", {})
     if loader.get("workers") is not None:
         common.check_positive_ints(loader, ("workers",), where, "loader.")
+    for key, kinds_ in (("precision", PRECISIONS), ("compile", (True, False)),
+                        ("channels_last", (True, False))):
+        if key in recipe and recipe[key] not in kinds_:
+            raise UserError(f"{where}: recipe.{key} must be one of "
+                            f"{', '.join(map(str, kinds_))}, got {recipe[key]!r}")
     backend = cfg.get("loader", {}).get("backend", "ffcv")
     if backend not in LOADER_BACKENDS:
         raise UserError(f"{where}: loader.backend must be one of {', '.join(LOADER_BACKENDS)}, "
@@ -177,10 +187,12 @@ def model_seed(seed: int, index: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(index)]).generate_state(1)[0])
 
 
-# [loader] backend: "ffcv" (the study's FFCV loaders, loaders.make_loader) or "memory" (the
+# [loader] backend: "ffcv" (the study's FFCV loaders, loaders.make_loader), "memory" (the
 # beton decoded once per process into arrays, loaders.ArrayLoader: no FFCV pipeline to
-# compile per model, which dominates for the small built-in data of the demo and tests).
-LOADER_BACKENDS = ("ffcv", "memory")
+# compile per model, which dominates for the small built-in data of the demo and tests) or
+# "device" (those arrays copied once per process to the training device, batches gathered
+# and augmented there, loaders.DeviceLoader: no CPU work per image on a GPU).
+LOADER_BACKENDS = ("ffcv", "memory", "device")
 _MEMORY_ARRAYS: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
 
@@ -206,10 +218,12 @@ def _open_loader(cfg: dict, path: Path, **kwargs):
     """One loader over a beton, by the config's loader backend."""
     from ...data import loaders, registry
 
-    if cfg.get("loader", {}).get("backend", "ffcv") == "memory":
+    backend = cfg.get("loader", {}).get("backend", "ffcv")
+    if backend in ("memory", "device"):
         entry = registry.get(cfg["dataset"])
         images, labels = memory_arrays(path)
-        return loaders.ArrayLoader(images, labels, mean=entry.mean, std=entry.std, **kwargs)
+        make = loaders.ArrayLoader if backend == "memory" else loaders.DeviceLoader
+        return make(images, labels, mean=entry.mean, std=entry.std, **kwargs)
     return loaders.make_loader(path, **kwargs)
 
 
@@ -248,26 +262,38 @@ def _start_epoch(loader, epoch: int) -> None:
 # ---------------------------------------------------------------------------------------
 
 
-def autocast(device: str):
-    """fp16 autocast on CUDA, nothing on the CPU (float32)."""
-    if device == "cuda":
-        return torch.autocast(device_type="cuda", dtype=torch.float16)
+def autocast(device: str, precision: str = "fp16"):
+    """fp16 (or bf16) autocast on CUDA, nothing on the CPU (float32) or for "fp32"."""
+    if device == "cuda" and precision != "fp32":
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        return torch.autocast(device_type="cuda", dtype=dtype)
     return contextlib.nullcontext()
 
 
-def prepare_model(model: nn.Module, device: str) -> nn.Module:
+def make_scaler(device: str, precision: str = "fp16"):
+    """A gradient scaler for fp16 on CUDA; disabled otherwise (bf16 has float32's range)."""
+    return torch.amp.GradScaler("cuda", enabled=device == "cuda" and precision == "fp16")
+
+
+def _memory_format(device: str, channels_last: bool = True):
+    return torch.channels_last if device == "cuda" and channels_last else torch.preserve_format
+
+
+def prepare_model(model: nn.Module, device: str, channels_last: bool = True) -> nn.Module:
     model = model.to(device)
-    if device == "cuda":
+    if device == "cuda" and channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
 
 
-def train_step(model, images, labels, optimizer, scaler, loss_fn, device: str):
+def train_step(model, images, labels, optimizer, scaler, loss_fn, device: str,
+               precision: str = "fp16", channels_last: bool = True):
     """One optimisation step; returns (loss, logits) detached. Used by the benchmark too."""
     if device == "cuda":
-        images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
+        images = images.to(device, non_blocking=True,
+                           memory_format=_memory_format(device, channels_last))
         labels = labels.to(device, non_blocking=True)
-    with autocast(device):
+    with autocast(device, precision):
         logits = model(images)
         loss = loss_fn(logits, labels)
     optimizer.zero_grad(set_to_none=True)
@@ -277,15 +303,17 @@ def train_step(model, images, labels, optimizer, scaler, loss_fn, device: str):
     return loss.detach(), logits.detach()
 
 
-def evaluate(model, loader, device: str) -> float:
+def evaluate(model, loader, device: str, precision: str = "fp16",
+             channels_last: bool = True) -> float:
     """Top-1 accuracy over a loader (eval mode, no gradients)."""
     model.eval()
     correct = torch.zeros((), dtype=torch.int64, device=device)
     seen = 0
-    with torch.no_grad(), autocast(device):
+    with torch.no_grad(), autocast(device, precision):
         for images, labels in loader:
             if device == "cuda":
-                images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
+                images = images.to(device, non_blocking=True,
+                                   memory_format=_memory_format(device, channels_last))
                 labels = labels.to(device, non_blocking=True)
             correct += (model(images).argmax(1) == labels).sum()
             seen += len(labels)
@@ -309,6 +337,13 @@ def load_epoch_checkpoint(path: Path) -> dict | None:
         return None
 
 
+def _synced_since(t0: float, device: str) -> float:
+    """Seconds since t0 once the device's queued work is done."""
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0
+
+
 def write_log(folder: Path, rows: list[dict]) -> None:
     runs.atomic_write_text(folder / LOG, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
 
@@ -326,14 +361,22 @@ class Trainer:
 
     def run(self) -> None:
         recipe = self.cfg["recipe"]
+        precision = recipe.get("precision", "fp16")
+        channels_last = recipe.get("channels_last", True)
         torch.manual_seed(self.seed)
         if self.device == "cuda":
             torch.cuda.manual_seed_all(self.seed)
             torch.backends.cudnn.benchmark = True
+            if precision == "bf16" and not torch.cuda.is_bf16_supported():
+                raise UserError("recipe.precision = \"bf16\": this GPU has no bf16 support; "
+                                "use \"fp16\"")
         model = prepare_model(
             models.build(self.cfg["arch"], self.data.num_classes, width=self.cfg.get("width", 64)),
-            self.device,
+            self.device, channels_last,
         )
+        # The compiled module shares the parameters; checkpoints are written from `model`
+        # (no "_orig_mod." prefix in their keys).
+        run_model = torch.compile(model) if recipe.get("compile", False) else model
         train_loader, test_loader = make_loaders(self.cfg, self.data, device=self.device,
                                                  seed=self.seed)
         iters = len(train_loader)
@@ -347,10 +390,11 @@ class Trainer:
         optimizer = torch.optim.SGD(model.parameters(), lr=0.0, momentum=recipe["momentum"],
                                     weight_decay=recipe["weight_decay"],
                                     nesterov=bool(recipe.get("nesterov", False)))
-        scaler = torch.amp.GradScaler("cuda", enabled=self.device == "cuda")
+        scaler = make_scaler(self.device, precision)
         loss_fn = nn.CrossEntropyLoss(label_smoothing=recipe["label_smoothing"])
 
         epoch, step, elapsed, rows = 0, 0, 0.0, []
+        compiling = recipe.get("compile", False)  # until the first step and evaluation ran
         saved = load_epoch_checkpoint(self.folder / EPOCH_FILE)
         if saved is not None:
             model.load_state_dict(saved["model"])
@@ -370,20 +414,28 @@ class Trainer:
             loss_sum = torch.zeros((), device=self.device)
             correct = torch.zeros((), dtype=torch.int64, device=self.device)
             seen = 0
+            compile_s = 0.0
             for images, labels in train_loader:
                 lr = recipe["lr"] * schedule(step)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                loss, logits = train_step(model, images, labels, optimizer, scaler, loss_fn,
-                                          self.device)
+                first = compiling and compile_s == 0.0
+                t0 = time.perf_counter()
+                loss, logits = train_step(run_model, images, labels, optimizer, scaler, loss_fn,
+                                          self.device, precision, channels_last)
+                if first:
+                    compile_s += _synced_since(t0, self.device)
                 loss_sum += loss.float() * len(labels)
                 correct += (logits.argmax(1) == labels.to(logits.device)).sum()
                 seen += len(labels)
                 step += 1
                 bar.update(1)
-            test_acc = evaluate(model, test_loader, self.device)
+            t0 = time.perf_counter()
+            test_acc = evaluate(run_model, test_loader, self.device, precision, channels_last)
+            if compiling:
+                compile_s += _synced_since(t0, self.device)
             epoch += 1
-            elapsed += time.perf_counter() - started
+            elapsed += time.perf_counter() - started - compile_s
             rows.append({
                 "epoch": epoch,
                 "train_loss": round(float(loss_sum.item()) / max(seen, 1), 6),
@@ -392,7 +444,9 @@ class Trainer:
                 "lr": lr,
                 "step": step,
                 "time_s": round(elapsed, 3),
+                **({"compile_s": round(compile_s, 3)} if compiling else {}),
             })
+            compiling = False
             bar.set_postfix(epoch=epoch, train_acc=rows[-1]["train_acc"], test_acc=rows[-1]["test_acc"])
             bar.write(f"{self.label} epoch {epoch}/{epochs}: train acc {rows[-1]['train_acc']:.4f}, "
                       f"test acc {test_acc:.4f}, {elapsed:.1f} s")
