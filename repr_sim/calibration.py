@@ -70,6 +70,7 @@ from .metrics import METRICS
 K_DEPENDENT = ("cycle_knn", "mutual_knn", "lcs_knn", "cknna", "edit_distance_knn")
 _BIT_PARALLEL_MAX_K = 62  # masks of k bits plus a carry fit a signed 64-bit integer
 _CALIBRATION_EPS = 1e-12
+_BATCH_BYTES = 32 * 2**20  # permuted copies of B gathered at once for one batched product
 
 
 @dataclass(frozen=True)
@@ -175,18 +176,25 @@ def _permutations(permutations, n_permutations, seed, n: int) -> torch.Tensor:
 
 
 # ---- bit-parallel list comparisons ----------------------------------------------------------
+def _bit_masks(in_b: torch.Tensor, q: torch.Tensor, k: int) -> torch.Tensor:
+    """k x ... match masks: masks[p] has bit q[..., p] set where in_b[..., p] (item p of the
+    first list is item q of the second). int32 while the sums below fit (k <= 29)."""
+    dtype = torch.int32 if k <= 29 else torch.long
+    return (in_b.to(dtype) << q.to(dtype)).movedim(-1, 0).contiguous()
+
+
 def _popcount(x: torch.Tensor, bits: int) -> torch.Tensor:
-    shifts = torch.arange(bits, device=x.device)
+    shifts = torch.arange(bits, device=x.device, dtype=x.dtype)
     return ((x[..., None] >> shifts) & 1).sum(dim=-1)
 
 
 def _lcs_bits(masks: torch.Tensor, k: int) -> torch.Tensor:
-    """LCS length of two k-lists of distinct items (Allison-Dix bit-vector algorithm).
-    masks[..., p] has bit q set when item p of the first list is item q of the second."""
+    """LCS length of two k-lists of distinct items (Allison-Dix bit-vector algorithm);
+    masks from _bit_masks. v + u < 2^(k+1) fits the masks' integer type."""
     full = (1 << k) - 1
-    v = torch.full(masks.shape[:-1], full, dtype=torch.long, device=masks.device)
+    v = torch.full(masks.shape[1:], full, dtype=masks.dtype, device=masks.device)
     for p in range(k):
-        u = v & masks[..., p]
+        u = v & masks[p]
         v = ((v + u) | (v - u)) & full
     return k - _popcount(v, k)
 
@@ -194,19 +202,18 @@ def _lcs_bits(masks: torch.Tensor, k: int) -> torch.Tensor:
 def _edit_bits(masks: torch.Tensor, k: int) -> torch.Tensor:
     """Levenshtein distance of two k-lists of distinct items (Myers' bit-vector algorithm in
     Hyyro's global form: the table's top row grows by one per column). The second list is
-    the pattern (one bit per position), the first the text; masks as in _lcs_bits."""
+    the pattern (one bit per position), the first the text; masks from _bit_masks."""
     full = (1 << k) - 1
-    top = 1 << (k - 1)
-    shape = masks.shape[:-1]
-    vp = torch.full(shape, full, dtype=torch.long, device=masks.device)
-    vn = torch.zeros(shape, dtype=torch.long, device=masks.device)
-    dist = torch.full(shape, k, dtype=torch.long, device=masks.device)
+    shape, dtype = masks.shape[1:], masks.dtype
+    vp = torch.full(shape, full, dtype=dtype, device=masks.device)
+    vn = torch.zeros(shape, dtype=dtype, device=masks.device)
+    dist = torch.full(shape, k, dtype=dtype, device=masks.device)
     for p in range(k):
-        eq = masks[..., p]
+        eq = masks[p]
         d0 = ((((eq & vp) + vp) & full) ^ vp) | eq | vn
         hp = vn | (~(d0 | vp) & full)
         hn = vp & d0
-        dist += ((hp & top) != 0).long() - ((hn & top) != 0).long()
+        dist += ((hp >> (k - 1)) & 1) - ((hn >> (k - 1)) & 1)  # the last row's step
         hp = ((hp << 1) | 1) & full
         hn = (hn << 1) & full
         vp = hn | (~(d0 | hp) & full)
@@ -327,7 +334,7 @@ class _Null:
         m, n = ibp.shape[:2]
         out = {}
         if k <= _BIT_PARALLEL_MAX_K:
-            masks = in_b.long() << q
+            masks = _bit_masks(in_b, q, k)
             lcs = _lcs_bits(masks, k) if "lcs_knn" in self.names else None
             edit = _edit_bits(masks, k) if "edit_distance_knn" in self.names else None
         else:
@@ -374,6 +381,9 @@ class _Null:
         if self._use_kernels:  # (P L P^T)_ij = L[p_i, p_j], gathered from the flat kernel
             flat, n = second.reshape(-1), self.n
             return [float((first * flat[p[:, None] * n + p[None, :]]).sum()) for p in pc]
+        if len(pc) * second.numel() * 4 <= _BATCH_BYTES:  # small: one batched product
+            prod = torch.matmul(first, second[pc])
+            return prod.double().square().sum(dim=(1, 2)).tolist()
         # one permutation at a time into reused buffers: each product is a full-size GEMM
         rows = torch.empty_like(second)
         prod = first.new_empty((first.shape[0], second.shape[1]))

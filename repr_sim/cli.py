@@ -92,6 +92,10 @@ def add_sweep(sub):
                         "slurm when it answers, else local)")
     p.add_argument("--workers", type=int, default=None,
                    help="pool launcher: pairs trained at once (default: usable CPUs)")
+    p.add_argument("--pairs-per-gpu", type=int, default=None, metavar="M",
+                   help="train M pairs at once on each GPU (the CPU without one): the pool "
+                        "launcher runs M per visible GPU, the SLURM launcher packs M tasks into "
+                        "each array element (default: $PAIRS_PER_GPU, else one; docs/gpu.md)")
     p.add_argument("--sbatch-script", default=None, help="array task body for SLURM")
     p.add_argument("--log-dir", default=None, help="where SLURM output goes")
     p.add_argument("--train-args", default="", help="extra arguments for `reprsim train`")
@@ -212,7 +216,7 @@ def add_demo(sub):
 
 
 def add_prepare_text(sub):
-    p = _add(sub, "prepare-text", "data.text:cli_prepare_text",
+    p = _add(sub, "prepare-text", "data.hftext:cli_prepare_text",
              "tokenise a corpus into $REPRSIM_DATA/text/<corpus>/{train,val}.bin")
     p.add_argument("corpus", help="shakespeare_all, tinystories, wikitext, tinycodes, tinytextbooks, tinywebtext")
     p.add_argument("--data-files", nargs="+", default=None, help="local .txt/.json/.jsonl/.parquet files")
@@ -228,20 +232,48 @@ def add_prepare_text(sub):
     p.add_argument("--force", action="store_true", help="prepare again even if already prepared")
 
 
+def add_attack(sub):
+    p = _add(sub, "attack", "kinds.finetune.attack:cli_attack",
+             "MI-FGSM transfer attacks between the two models of each fine-tuned pair",
+             description="Attack the finished pairs of fine-tuning experiment folders with "
+                         "MI-FGSM (PROTOCOL_V2 section 3) in both directions, one result per "
+                         "pair (attack.json), merged into transfer_attack.csv (the study's "
+                         "schema, split_0 -> split_1) and transfer_attack_directions.csv. "
+                         "Pairs with a current result are kept, so a killed run resumes.")
+    p.add_argument("runs_dirs", nargs="+", metavar="RUNS_DIR",
+                   help="experiment folders of kind finetune ($REPRSIM_RUNS/<experiment>)")
+    p.add_argument("--images", type=int, default=None,
+                   help="images attacked per pair (default: the config's attack.images, 500)")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available")
+    p.add_argument("--workers", type=int, default=None, help="CPU threads (default: usable CPUs)")
+    p.add_argument("--force", action="store_true", help="attack pairs that already have a result")
+
+
 def add_sample(sub):
-    p = _add(sub, "sample", "kinds.text.train:cli_sample", "generate text from a GPT checkpoint")
-    p.add_argument("checkpoint", help="ckpt.pt of a trained model")
+    p = _add(sub, "sample", "kinds.diffusion.sample:cli_sample",
+             "generate from a checkpoint: text from a GPT, a PNG grid from a diffusion UNet")
+    p.add_argument("checkpoint", help="ckpt.pt of a GPT or split_<i>/ckpt.pth of a diffusion pair")
     p.add_argument("--prompt", default="\n")
     p.add_argument("--tokens", type=int, default=200)
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--top-k", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", choices=["cpu", "cuda"], default=None)
+    p.add_argument("--guidance", type=float, default=None,
+                   help="diffusion: classifier-free guidance scale (default: the config's, 3.0)")
+    p.add_argument("--ddim-steps", type=int, default=None,
+                   help="diffusion: DDIM steps (default: the config's, 50)")
+    p.add_argument("--per-class", type=int, default=8, help="diffusion: images per class (default 8)")
+    p.add_argument("--out", default=None,
+                   help="diffusion: PNG path (default: samples_seed<S>.png beside the checkpoint)")
+    p.add_argument("--fid", type=int, default=0, metavar="N",
+                   help="diffusion: also the FID of N samples against the test set (needs "
+                        "pytorch-fid and its weights locally; else skipped with a line)")
 
 
 COMMANDS = [add_similarity, add_write_data, add_reorg, add_train, add_sweep, add_measure,
             add_analyze, add_plot, add_summary, add_consequences, add_demo, add_prepare_text,
-            add_sample]
+            add_sample, add_attack]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,6 +5,9 @@ Public API
     prepare(x, q=0.95)                        clamp at the q-quantile of |x|, L2-normalise rows
     score(metric, a, b, *, topk=10)           one metric -> float
     score_all(a, b, *, metrics=METRICS, topk=10) -> {metric: float}
+    calibrate_all, calibrate_layers, score_layers, Calibrated, ...
+                                              null calibration (PROTOCOL section 5), from
+                                              repr_sim.calibration
 
 Inputs are numpy arrays or torch tensors (N x D, float32 or float64; float16/bfloat16 are
 upcast to float32), on CPU or CUDA; the work happens on the device the input lives on. A and

@@ -103,3 +103,26 @@ LLM_OOD_ONE_PROBE = "metric_OOD_for_one"
 # the text task probes), and a per-model validation-loss file in the loss schema.
 LLM_SIM_CSV = "platonic_llm.csv"
 LLM_LOSS_CSV = "platonic_llm_loss.csv"
+
+# Diffusion UNets (PROTOCOL_V2 section 4; repr_sim.kinds.diffusion): the similarity file of a
+# dataset split has the one probe column DIFFUSION_PROBE (the CIFAR-10 test set), that of a
+# task split the image task probes; the per-model file is the "loss" schema (each EMA
+# model's epsilon-prediction MSE on the in-distribution probe images).
+DIFFUSION_SIM_CSV = IMAGE_SIM_CSV
+DIFFUSION_LOSS_CSV = VAE_LOSS_CSV
+DIFFUSION_DS_PROBES = (DIFFUSION_PROBE,)
+DIFFUSION_TASK_PROBES = (OVERLAP_PROBE, OOD_ONE_PROBE)
+
+# The fine-tuning kind's transfer attacks (repr_sim.kinds.finetune.attack, `reprsim attack`):
+# transfer_attack.csv in the study's schema (ASR_COLUMNS, direction split_0 -> split_1, every
+# attacked image counted), and beside it both directions with the rates over the images
+# both models classify correctly when clean (-1 where there are none).
+TRANSFER_ATTACK_CSV = "transfer_attack.csv"
+TRANSFER_DIRECTIONS_CSV = "transfer_attack_directions.csv"
+TRANSFER_DIRECTIONS_COLUMNS = ("seed", "frac_overlap", "direction", "eps", "images",
+                               "both_correct", "normal_asr", "transfer_asr",
+                               "normal_asr_both_correct", "transfer_asr_both_correct")
+SCHEMAS += (
+    Schema("transfer_directions", TRANSFER_DIRECTIONS_COLUMNS, True,
+           "transfer-attack file, both directions"),
+)

@@ -31,11 +31,24 @@ rest. Defaults: the sbatch script is `run_train.sh` in the experiment's training
 the runs root the sweep planned against (and REPRSIM_DATA when set) as absolute paths, so
 they write where the next sweep looks for finished pairs, from wherever it was started.
 
+Several pairs per GPU. `--pairs-per-gpu M` (else $PAIRS_PER_GPU) packs M pairs onto each
+device: a small ResNet-18 at batch 512 leaves a large GPU mostly idle, and M processes
+sharing it fill it (benchmarks/gpu_check.sh measures M = 1, 2, 4, 8; docs/gpu.md). The pool
+launcher then runs M pairs at once per visible GPU (a sub-pool of M workers per GPU, each
+worker seeing only its GPU through CUDA_VISIBLE_DEVICES; on a machine without GPUs, M
+workers on the CPU), with the CPU threads shared equally. The SLURM launcher submits
+ceil(n / M) array elements and exports PAIRS_PER_GPU=M; element k runs tasks kM..kM+M-1
+of the task file at once (`reprsim sweep --task k --task-file F --pairs-per-gpu M`, which
+the array body train_task.sh calls), so an element should be given one GPU. Each pair is
+its own process with its own seeds, data and CUDA context: what it computes does not depend
+on its neighbours (bit for bit on the CPU at a given thread count, tests/test_packing.py;
+on CUDA as deterministic as a pair alone, see docs/gpu.md).
+
 Local. The pending tasks run here one after another (a progress bar over tasks); a failed
 task is reported and the others still run; the exit code is 1 if any failed.
 
 Environment (used when the matching option is not given): SEEDS="0 1", FRACS="0.0 0.5"
-narrow the sweep, WORKERS=N sizes the pool, TRAIN_ARGS="--epochs 2" is passed to
+narrow the sweep, WORKERS=N sizes the pool, PAIRS_PER_GPU=M packs pairs, TRAIN_ARGS="--epochs 2" is passed to
 `reprsim train`, SBATCH_ARGS is
 appended to sbatch's command line, LAUNCHER chooses the launcher.
 
@@ -46,12 +59,16 @@ bodies that do not parse the file themselves).
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 import shlex
 import shutil
+import socket
 import subprocess
 import sys
-from concurrent.futures import as_completed
+import threading
+from collections import deque
+from concurrent.futures import Future, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -224,8 +241,9 @@ def job_environment() -> dict[str, str]:
 
 
 def submit(plan: Plan, *, script: Path | None, log_dir: Path | None, sbatch_args: list[str],
-           train_args: list[str]) -> str:
-    """Submit one job array for the plan's pending tasks; returns sbatch's output line."""
+           train_args: list[str], pairs_per_gpu: int = 1) -> str:
+    """Submit one job array for the plan's pending tasks, `pairs_per_gpu` tasks per array
+    element; returns sbatch's output line."""
     script = Path(script) if script else default_sbatch_script(plan.cfg)
     if not script.is_file():
         raise UserError(f"sbatch script not found: {script} (give one with --sbatch-script)")
@@ -233,11 +251,16 @@ def submit(plan: Plan, *, script: Path | None, log_dir: Path | None, sbatch_args
     log_dir = (Path(log_dir) if log_dir else script.parent / LOG_DIR).resolve()
     (log_dir / "slurm_out").mkdir(parents=True, exist_ok=True)
     task_file = write_task_file(log_dir, plan)
-    cmd = sbatch_command(script, task_file, len(plan.pending), log_dir, sbatch_args, train_args)
+    elements = math.ceil(len(plan.pending) / pairs_per_gpu)
+    cmd = sbatch_command(script, task_file, elements, log_dir, sbatch_args, train_args)
     print(f"tasks: {task_file}\nlogs: {log_dir / 'slurm_out'}", flush=True)
+    env = job_environment()
+    if pairs_per_gpu > 1:  # the array body passes it on (train_task.sh)
+        env["PAIRS_PER_GPU"] = str(pairs_per_gpu)
+    else:
+        env.pop("PAIRS_PER_GPU", None)
     # Submitted from the script's folder: the job's SLURM_SUBMIT_DIR, where it finds the project.
-    result = subprocess.run(cmd, cwd=script.parent, env=job_environment(), capture_output=True,
-                            text=True)
+    result = subprocess.run(cmd, cwd=script.parent, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         detail = (result.stderr or result.stdout).strip().splitlines()
         raise UserError(f"sbatch failed for {plan.name} (exit {result.returncode}): "
@@ -284,6 +307,97 @@ def pool_workers(requested: int | None) -> int:
     return requested or usable_cpus()
 
 
+def pairs_per_gpu(requested: int | None) -> int | None:
+    """--pairs-per-gpu, else $PAIRS_PER_GPU, else None (no packing asked for)."""
+    if requested is None and os.environ.get("PAIRS_PER_GPU", "").strip():
+        text = os.environ["PAIRS_PER_GPU"].strip()
+        if not text.isdigit():
+            raise UserError(f"PAIRS_PER_GPU={text!r}: expected a whole number")
+        requested = int(text)
+    if requested is not None and requested < 1:
+        raise UserError(f"--pairs-per-gpu must be at least 1, got {requested}")
+    return requested
+
+
+def visible_gpus() -> list[str]:
+    """The ids of the GPUs this process may use (CUDA_VISIBLE_DEVICES, else all); [] if none."""
+    given = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if given is not None:
+        ids = [d.strip() for d in given.split(",") if d.strip()]
+        # CUDA stops at the first invalid entry; "-1" (or "") hides every GPU.
+        return [] if not ids or ids[0].startswith("-") else ids
+    try:
+        import torch
+
+        return [str(i) for i in range(torch.cuda.device_count())]
+    except Exception:  # no usable CUDA runtime: the CPU
+        return []
+
+
+class DevicePool:
+    """Pool's interface over one sub-pool of `per_device` workers per device: a job goes to
+    the device with the most free workers when one is free (queued here until then), so no
+    device runs more than `per_device` jobs. `devices`: GPU ids ([] : one pool on the CPU)."""
+
+    def __init__(self, devices: list[str], per_device: int, preload: list[str],
+                 env: dict[str, str], threads: int):
+        from .pool import Pool
+
+        groups = [{"CUDA_VISIBLE_DEVICES": d} for d in devices] or [{}]
+        self.pools = [Pool(per_device, preload, {**env, **g}, threads) for g in groups]
+        self.free = [per_device] * len(self.pools)
+        self.queue: deque = deque()
+        self.lock = threading.RLock()  # a done callback may run inside _dispatch
+
+    def submit(self, log_path, fn, *args) -> Future:
+        outer = Future()
+        with self.lock:
+            self.queue.append((outer, log_path, fn, args))
+        self._dispatch()
+        return outer
+
+    def _dispatch(self) -> None:
+        with self.lock:
+            while self.queue:
+                i = max(range(len(self.pools)), key=self.free.__getitem__)
+                if self.free[i] == 0:
+                    return
+                outer, log_path, fn, args = self.queue.popleft()
+                if not outer.set_running_or_notify_cancel():
+                    continue
+                self.free[i] -= 1
+                inner = self.pools[i].submit(log_path, fn, *args)
+                inner.add_done_callback(lambda f, i=i, outer=outer: self._finished(i, outer, f))
+
+    def _finished(self, i: int, outer: Future, inner: Future) -> None:
+        with self.lock:
+            self.free[i] += 1
+        if inner.cancelled():
+            outer.set_exception(RuntimeError("cancelled"))
+        elif inner.exception() is not None:
+            outer.set_exception(inner.exception())
+        else:
+            outer.set_result(inner.result())
+        self._dispatch()
+
+    def close(self, *, cancel: bool = False) -> None:
+        if cancel:
+            with self.lock:
+                for outer, *_ in self.queue:
+                    outer.cancel()
+                self.queue.clear()
+        for pool in self.pools:
+            pool.close(cancel=cancel)
+
+
+def packed_pool(tasks: list[Task], per_device: int) -> tuple[DevicePool, int]:
+    """A DevicePool of `per_device` workers per visible GPU (or on the CPU); (pool, workers)."""
+    devices = visible_gpus()
+    workers = per_device * max(1, len(devices))
+    threads = max(1, usable_cpus() // workers)
+    return DevicePool(devices, per_device, preload_of(tasks), worker_env(), threads), workers
+
+
 def worker_env() -> dict[str, str]:
     """The environment of a pool's jobs: absolute roots, quiet bars, offline."""
     env = {k: v for k, v in job_environment().items()
@@ -303,8 +417,9 @@ def task_log(log_dir: Path, task: Task) -> Path:
 
 
 def run_pool(tasks: list[Task], train_args: list[str], *, workers: int, log_dir: Path,
-             pool=None, log_for=None, on_done=None) -> int:
-    """Train `tasks` in `workers` processes (or in the given repr_sim.pool.Pool), in order.
+             pool=None, log_for=None, on_done=None, per_device: int | None = None) -> int:
+    """Train `tasks` in `workers` processes (or in the given repr_sim.pool.Pool), in order;
+    with `per_device` M, in M processes per visible GPU instead (packed_pool).
     Each task's output goes to `log_for(task)` (default: task_log). The terminal gets one
     line per finished pair, and on a terminal a bar over the pairs' steps (their status
     records). `on_done(task, exit code)` is called as each pair finishes."""
@@ -312,13 +427,16 @@ def run_pool(tasks: list[Task], train_args: list[str], *, workers: int, log_dir:
 
     log_for = log_for or (lambda t: task_log(log_dir, t))
     own = pool is None
-    if own:
+    if own and per_device is not None:
+        pool, workers = packed_pool(tasks, per_device)
+    elif own:
         threads = max(1, usable_cpus() // workers)
         pool = Pool(workers, preload_of(tasks), worker_env(), threads)
     failed = []
     futures = {pool.submit(log_for(t), run_task, t, train_args): t for t in tasks}
     bar = StepsBar([task_folder(t) for t in tasks])
-    bar.write(f"training {len(tasks)} pair(s) on {workers} worker(s); output in "
+    where = (f" ({per_device} per device)" if per_device is not None else "")
+    bar.write(f"training {len(tasks)} pair(s) on {workers} worker(s){where}; output in "
               f"{log_for(tasks[0]).parent if len(set(map(log_for, tasks))) > 1 else log_for(tasks[0])}")
     try:
         for i, future in enumerate(as_completed(futures), start=1):
@@ -390,11 +508,21 @@ class StepsBar:
 
 def cli_sweep(args) -> int:
     train_args = shlex.split(args.train_args or os.environ.get("TRAIN_ARGS", ""))
+    packing = pairs_per_gpu(getattr(args, "pairs_per_gpu", None))
+    if packing is not None and args.workers is not None:
+        raise UserError("give --workers or --pairs-per-gpu, not both")
     if args.task is not None:
         if not args.task_file:
             raise UserError("--task needs --task-file")
+        if packing is not None and packing > 1:
+            return run_packed_element(Path(args.task_file), args.task, packing, train_args,
+                                      args.log_dir)
         task = read_task(Path(args.task_file), args.task)
-        print(f"task {args.task}: {task.experiment} seed {task.seed} frac {task.frac!r}", flush=True)
+        if os.environ.get("RANK", "0") == "0":  # one line per task, also under torchrun
+            world = os.environ.get("WORLD_SIZE")
+            print(f"task {args.task}: {task.experiment} seed {task.seed} frac {task.frac!r} on "
+                  f"{socket.gethostname()}" + (f", {world} process(es)" if world else ""),
+                  flush=True)
         return run_task(task, train_args)
 
     if not args.experiments:
@@ -418,14 +546,41 @@ def cli_sweep(args) -> int:
 
     launcher = choose_launcher(args.launcher)
     if launcher == "local":
+        if packing is not None and packing > 1:
+            raise UserError("--pairs-per-gpu runs pairs at once: use --launcher pool or slurm")
         return run_local(pending, train_args)
     if launcher == "pool":
         log_dir = Path(args.log_dir) if args.log_dir else Path(LOG_DIR)
+        if packing is not None:
+            return run_pool(pending, train_args, workers=0, log_dir=log_dir.resolve(),
+                            per_device=packing)
         return run_pool(pending, train_args, workers=pool_workers(args.workers),
                         log_dir=log_dir.resolve())
+    per_element = packing or 1
     for p in plans:
         if p.pending:
-            print(f"{p.name}: submitting a job array of {len(p.pending)} task(s)", flush=True)
+            packed = (f" in {math.ceil(len(p.pending) / per_element)} element(s) of "
+                      f"{per_element}" if per_element > 1 else "")
+            print(f"{p.name}: submitting a job array of {len(p.pending)} task(s){packed}",
+                  flush=True)
             print(submit(p, script=args.sbatch_script, log_dir=args.log_dir,
-                         sbatch_args=sbatch_args, train_args=train_args), flush=True)
+                         sbatch_args=sbatch_args, train_args=train_args,
+                         pairs_per_gpu=per_element), flush=True)
     return 0
+
+
+def run_packed_element(task_file: Path, element: int, per_element: int, train_args: list[str],
+                       log_dir: str | None) -> int:
+    """Array element `element` of a packed sweep: tasks element*M .. element*M+M-1 of the
+    task file (those that exist), at once, through the pool launcher. Each task's output goes
+    to a log beside the task file (pool/), this element's output names them."""
+    first = element * per_element
+    n_lines = len([ln for ln in Path(task_file).read_text(encoding="utf-8").splitlines()
+                   if ln.strip()]) if Path(task_file).is_file() else 0
+    if element < 0 or first >= n_lines:
+        read_task(task_file, first)  # the one-line error: no such task / no task file
+    tasks = [read_task(task_file, i) for i in range(first, min(first + per_element, n_lines))]
+    for i, task in enumerate(tasks, start=first):
+        print(f"task {i}: {task.experiment} seed {task.seed} frac {task.frac!r}", flush=True)
+    logs = (Path(log_dir) if log_dir else Path(task_file).resolve().parent.parent).resolve()
+    return run_pool(tasks, train_args, workers=0, log_dir=logs, per_device=per_element)

@@ -317,7 +317,15 @@ def prepare(corpus: str, tokenizer: str, *, preset: str = "v2", data_files=None,
     return meta
 
 
-def cli_prepare(args) -> int:
+def cli_prepare_text(args) -> int:
+    """`reprsim prepare-text`: hf:<...> tokenizers or --preset v2 here, the rest in repr_sim.data.text."""
+    if not (args.tokenizer.startswith(PREFIX) or getattr(args, "preset", None) == "v2"):
+        from . import text
+
+        return text.cli_prepare_text(args)
+    if not args.tokenizer.startswith(PREFIX):
+        raise UserError(f"--preset v2 tokenises with a model's own tokenizer: give --tokenizer "
+                        f"hf:<model or folder>, not {args.tokenizer!r}")
     prepare(args.corpus, args.tokenizer, preset=args.preset or "v1", data_files=args.data_files,
             dtype=args.dtype, root=args.data_root, force=getattr(args, "force", False))
     return 0

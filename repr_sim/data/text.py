@@ -405,13 +405,8 @@ def load_stream(corpus: str, split: str, root: str | Path | None = None) -> np.n
 
 
 def cli_prepare_text(args) -> int:
-    tokenizer, preset = args.tokenizer, getattr(args, "preset", None)
-    if tokenizer.startswith("hf:") or preset == "v2":  # the LLM corpora: repr_sim.data.hftext
-        from . import hftext
-
-        return hftext.cli_prepare(args)
     if getattr(args, "dtype", None) not in (None, "uint16"):
-        raise UserError(f"--dtype {args.dtype}: the {tokenizer} tokenizer writes uint16 streams")
+        raise UserError(f"--dtype {args.dtype}: the {args.tokenizer} tokenizer writes uint16 streams")
     prepare(
         args.corpus,
         data_files=args.data_files,

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .. import results
 from ..experiments import merge
 
 
@@ -30,6 +31,15 @@ class Output:
 
     file: str
     suffix: str
+
+
+# The study's pairs of result files: similarity, then accuracy or loss per model.
+IMAGE_OUTPUTS = (Output(results.IMAGE_SIM_CSV, "_platonic"),
+                 Output(results.IMAGE_ACC_CSV, "_platonic_acc"))
+VAE_OUTPUTS = (Output(results.IMAGE_SIM_CSV, "_platonic"),
+               Output(results.VAE_LOSS_CSV, "_platonic_loss"))
+TEXT_OUTPUTS = (Output(results.TEXT_SIM_CSV, "_platonic"),
+                Output(results.TEXT_LOSS_CSV, "_platonic_loss"))
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ ARCHS: dict[str, str] = {
     "resnet18": "resnet:resnet18",
     "gpt": "gpt:build_for_registry",
     "vae": "vae:build_for_registry",
+    "timm": "timm_models:build_for_registry",  # any timm model: build("timm", n, name=...)
 }
 IMAGE_ARCHS = ("resnet18_cifar", "resnet18")
 

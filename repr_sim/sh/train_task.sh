@@ -12,6 +12,8 @@
 #       -m repr_sim sweep --task ID --task-file TASKFILE --train-args "[options]"
 # GPUs are counted from SLURM_GPUS_ON_NODE, else CUDA_VISIBLE_DEVICES, else (outside a
 # SLURM job only) nvidia-smi; NPROC=N overrides.
+# PAIRS_PER_GPU=M (exported by `reprsim sweep --pairs-per-gpu M`): this element runs tasks
+# ID*M .. ID*M+M-1 of TASKFILE at once on its GPU (not with --torchrun).
 set -euo pipefail
 launch=reprsim
 [ "${1:-}" = --torchrun ] && { launch=torchrun; shift; }
@@ -45,14 +47,26 @@ id=${SLURM_ARRAY_TASK_ID:-${TASK_ID:-0}}
 train_args=""
 [ $# -eq 0 ] || train_args=$(printf '%q ' "$@")
 task=(sweep --task "$id" --task-file "$task_file" --train-args "$train_args")
+packed=${PAIRS_PER_GPU:-1}
+[[ "$packed" =~ ^[0-9]+$ ]] && [ "$packed" -ge 1 ] || packed=1
+[ "$launch" = reprsim ] && [ "$packed" -gt 1 ] && task+=(--pairs-per-gpu "$packed")
 
 if [ "$launch" = reprsim ]; then
     reprsim=reprsim
     [ -x "$venv/reprsim" ] && reprsim="$venv/reprsim"
-    echo "task $id of $task_file on $(hostname)"
+    if [ "$packed" -gt 1 ]; then
+        echo "tasks $((id * packed))..$((id * packed + packed - 1)) of $task_file on $(hostname)"
+    else
+        echo "task $id of $task_file on $(hostname)"
+    fi
     exec "$reprsim" "${task[@]}"
 fi
 
+if [ "$packed" -gt 1 ]; then
+    echo "$name: PAIRS_PER_GPU=$packed packs pairs into processes; a --torchrun task is one" \
+        "pair over all GPUs of its element: submit it without --pairs-per-gpu" >&2
+    exit 2
+fi
 if [ -x "$venv/torchrun" ]; then
     torchrun=("$venv/torchrun")
 elif command -v torchrun >/dev/null; then

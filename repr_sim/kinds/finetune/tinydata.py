@@ -28,12 +28,13 @@ TINY_MODELS = {
 WEIGHTS_SEED = 0
 
 
-def write_images(root: Path, side: int) -> int:
+def write_images(root: Path, side: int, probes: bool = True, n_train: int = N_TRAIN,
+                 n_test: int = N_TEST) -> int:
     from ...data import betons, shapes
 
     written = 0
     name = f"shapes_{side}"
-    for split, n in (("train", N_TRAIN), ("test", N_TEST)):
+    for split, n in (("train", n_train), ("test", n_test)):
         path = betons.beton_path(name, split, root)
         info = {"dataset": "shapes", "split": split, "resolution": side, "images": n, "seed": 0}
         if betons.is_complete(path, expect=info):
@@ -43,7 +44,7 @@ def write_images(root: Path, side: int) -> int:
         images, labels, _ = shapes.generate(n, size=side, seed=0, label="shape", split=split)
         written += betons.write_beton(images, labels, path, workers=1, info=info)
         print(f"wrote {path}", flush=True)
-    for probe in PROBES:
+    for probe in PROBES if probes else ():
         for result in betons.write_dataset(probe, root=root, resolution=side,
                                            out_name=f"{probe}_{side}", workers=1):
             written += result.written

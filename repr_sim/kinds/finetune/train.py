@@ -176,28 +176,21 @@ class Pipeline:
         return 255.0 / self._stats(torch.zeros(1, device=device))[1]
 
 
-def pipeline(cfg: dict, model: nn.Module | None = None) -> Pipeline:
+def pipeline(cfg: dict) -> Pipeline:
+    """The experiment's input pipeline: the study's mean = std = 127, or the weights' own
+    statistics (timm's pretrained config of arch.tag, e.g. ImageNet's for the ResNets)."""
     size = int(cfg["input_size"])
     if cfg.get("normalisation", "study") == "study":
         return Pipeline(size, (STUDY_MEAN_STD,) * 3, (STUDY_MEAN_STD,) * 3)
-    pcfg = getattr(model, "pretrained_cfg", None) or {}
-    mean, std = pcfg.get("mean"), pcfg.get("std")
-    if mean is None or std is None:
-        raise UserError(f"{where(cfg)}: normalisation = \"weights\": {cfg['arch']} names no mean/std")
-    return Pipeline(size, tuple(255.0 * float(v) for v in mean), tuple(255.0 * float(v) for v in std))
-
-
-def weights_pipeline(cfg: dict) -> Pipeline:
-    """The pipeline without building the model (the mean/std of timm's default config)."""
-    if cfg.get("normalisation", "study") == "study":
-        return pipeline(cfg)
     import timm
 
-    pcfg = timm.models.get_pretrained_cfg(cfg["arch"])
-    mean = getattr(pcfg, "mean", (0.485, 0.456, 0.406))
-    std = getattr(pcfg, "std", (0.229, 0.224, 0.225))
-    return Pipeline(int(cfg["input_size"]), tuple(255.0 * v for v in mean),
-                    tuple(255.0 * v for v in std))
+    tag = str(cfg.get("pretrained") or "")
+    name = cfg["arch"] if tag in timm_models.NO_WEIGHTS else f"{cfg['arch']}.{tag}"
+    pcfg = timm.models.get_pretrained_cfg(name) or timm.models.get_pretrained_cfg(cfg["arch"])
+    if pcfg is None or pcfg.mean is None or pcfg.std is None:
+        raise UserError(f"{where(cfg)}: normalisation = \"weights\": timm names no mean/std for {name}")
+    return Pipeline(size, tuple(255.0 * float(v) for v in pcfg.mean),
+                    tuple(255.0 * float(v) for v in pcfg.std))
 
 
 # ---- loaders ----------------------------------------------------------------------------------
@@ -306,7 +299,7 @@ class Trainer:
             torch.cuda.manual_seed_all(self.seed)
             torch.backends.cudnn.benchmark = True
         model = self.build()
-        pipe = pipeline(cfg, model)
+        pipe = pipeline(cfg)
         train_loader, test_loader = make_loaders(cfg, self.data, device=device, seed=self.seed)
         iters, epochs = len(train_loader), recipe["epochs"]
         if iters == 0:

@@ -2,8 +2,7 @@
 (docs/protocol.md sections 1-3). Training: repr_sim.kinds.image.train; measurement:
 repr_sim.kinds.image.measure."""
 
-from ... import results
-from ..base import Kind, Output
+from ..base import IMAGE_OUTPUTS, Kind
 
 # The study's CIFAR recipe (docs/protocol.md section 2); an experiment lists what differs.
 DEFAULTS = {
@@ -14,9 +13,7 @@ DEFAULTS = {
     "seeds": list(range(10)),
     "recipe": {"epochs": 50, "batch_size": 512, "drop_last": True, "lr": 0.5, "peak_epoch": 10,
                "momentum": 0.9, "nesterov": False, "weight_decay": 5e-4,
-               "label_smoothing": 0.1,
-               # CUDA speed options (docs/gpu.md); the study's recipe is fp16 + a scaler.
-               "precision": "fp16", "channels_last": True, "compile": False},
+               "label_smoothing": 0.1},
     "augment": {"flip": 0.5, "brightness": 0.2, "contrast": 0.2, "saturation": 0.3,
                 "jitter_p": 0.3, "translate": 8, "cutout": 10, "fill": "mean"},
     "loader": {},
@@ -27,8 +24,7 @@ KIND = Kind(
     name="image",
     description="ResNet pairs on dataset or task splits of an image dataset",
     defaults=DEFAULTS,
-    outputs=(Output(results.IMAGE_SIM_CSV, "_platonic"),
-             Output(results.IMAGE_ACC_CSV, "_platonic_acc")),
+    outputs=IMAGE_OUTPUTS,
     data="reprsim write-data DATASET [PROBES...]  (FFCV betons under $REPRSIM_DATA/ffcv/)",
     default_probe_size=None,  # the study's: every input of every probe set
     preload=("torch", "repr_sim.kinds.image.train", "repr_sim.models.resnet",

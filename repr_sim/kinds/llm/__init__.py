@@ -28,7 +28,7 @@ DEFAULTS = {
     "recipe": {"steps": 1000, "sequences_per_step": 32, "batch_size": 8, "block_size": 512,
                "lr": 5e-5, "weight_decay": 0.0, "betas": [0.9, 0.999], "eps": 1e-8,
                "grad_clip": 1.0, "dtype": "bfloat16", "save_every": 50, "log_interval": 10,
-               "val_windows": 256},
+               "val_windows": 256, "cpu_threads": 0},
     "probes": {"windows": None, "dtype": "float32", "per_block": False,
                "corpora": None},
 }

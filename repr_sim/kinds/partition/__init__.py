@@ -1,8 +1,7 @@
 """The label-partition kind: task overlap alone, several label sets of one dataset
 (ColorShapeDigit800k), the image trainer per model (docs/protocol.md sections 1-3)."""
 
-from ... import results
-from ..base import Kind, Output
+from ..base import IMAGE_OUTPUTS, Kind
 
 DEFAULTS = {
     "split": "partition",
@@ -25,8 +24,7 @@ KIND = Kind(
     name="partition",
     description="label partitions of ColorShapeDigit800k, one ResNet per label set",
     defaults=DEFAULTS,
-    outputs=(Output(results.IMAGE_SIM_CSV, "_platonic"),
-             Output(results.IMAGE_ACC_CSV, "_platonic_acc")),
+    outputs=IMAGE_OUTPUTS,
     data="python train_task_only/prepare_data.py  (the tree, then its betons)",
     default_probe_size=42 * 512,  # the study's 42 batches of 512 per probe set
     preload=("torch", "repr_sim.kinds.image.train", "repr_sim.kinds.partition.train",

@@ -53,8 +53,8 @@ from ..image.measure import (
     probe_beton,
     probe_dataset,
 )
+from ..image.measure import sidecar as image_sidecar
 
-DEFAULT_PROBE_SIZE = 42 * 512  # the study's: up to 42 batches of 512 per probe set
 SIM_CSV = results.IMAGE_SIM_CSV
 ACC_CSV = results.IMAGE_ACC_CSV
 VAL_COLUMN = results.PARTITION_VAL_PROBE
@@ -86,9 +86,7 @@ def csv_files(args: dict) -> dict[str, list[str]]:
 
 
 def sidecar(args: dict) -> dict:
-    arch = str(_cfg(args).get("arch", args.get("arch", "")))
-    return {"arch": "resnet" if arch.startswith("resnet") else arch, "model": arch,
-            "dataset": _cfg(args)["dataset"], "kind": "partition"}
+    return {**image_sidecar(args), "kind": "partition"}
 
 
 def partition_of(args: dict, pair_dir: Path) -> tuple[str, tuple[str, ...]]:

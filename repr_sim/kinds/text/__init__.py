@@ -1,8 +1,7 @@
 """The text kind: pairs of nanoGPT models on chunk splits of one corpus (dataset overlap)
 or corpus splits over several (task overlap) (docs/protocol.md sections 1-3)."""
 
-from ... import results
-from ..base import Kind, Output
+from ..base import TEXT_OUTPUTS, Kind
 
 DEFAULTS = {
     "split": "dataset",
@@ -23,8 +22,7 @@ KIND = Kind(
     name="text",
     description="nanoGPT pairs on chunk splits of a corpus or corpus splits",
     defaults=DEFAULTS,
-    outputs=(Output(results.TEXT_SIM_CSV, "_platonic"),
-             Output(results.TEXT_LOSS_CSV, "_platonic_loss")),
+    outputs=TEXT_OUTPUTS,
     data="reprsim prepare-text CORPUS  (or python train_nanoGPT/data/<corpus>/prepare.py)",
     default_probe_size=82 * 250,  # the study's 20,500 windows per probe set
     preload=("torch", "repr_sim.kinds.text.train", "repr_sim.measure",

@@ -1,8 +1,7 @@
 """The VAE kind: pairs of convolutional VAEs on dataset or task splits of grey 28x28
 CIFAR-10 (docs/protocol.md sections 1-3); test loss instead of accuracy."""
 
-from ... import results
-from ..base import Kind, Output
+from ..base import VAE_OUTPUTS, Kind
 
 DEFAULTS = {
     "resolution": 28,
@@ -20,8 +19,7 @@ KIND = Kind(
     name="vae",
     description="convolutional VAE pairs on grey 28x28 images",
     defaults=DEFAULTS,
-    outputs=(Output(results.IMAGE_SIM_CSV, "_platonic"),
-             Output(results.VAE_LOSS_CSV, "_platonic_loss")),
+    outputs=VAE_OUTPUTS,
     data="bash train_vae/run_write_ffcv_data.sh  (28x28 betons)",
     default_probe_size=None,
     preload=("torch", "repr_sim.kinds.vae.train", "repr_sim.measure",

@@ -1,0 +1,373 @@
+"""The GPU check's measurements (benchmarks/gpu_check.sh runs one section per call).
+
+    PYTHONPATH=. python3 benchmarks/bench_gpu.py SECTION --out rows.jsonl [--device cuda]
+    PYTHONPATH=. python3 benchmarks/bench_gpu.py table rows.jsonl   # the table of all rows
+
+Sections (each appends JSON rows {section, name, value, unit, note} to --out):
+  train    one CIFAR-shaped pair (generated 32x32 data, 10 classes) for 2 epochs through the
+           real trainer (`reprsim train`), per loader backend (memory, device; ffcv if it
+           imports, not in a CPU dry run): training images/s of each model from its log, and the wall time
+  pack     aggregate training images/s of M = 1, 2, 4, 8 processes sharing the device, each
+           training a ResNet-18 (batch 512) on 25,000 device-resident images with the
+           trainer's own train_step and DeviceLoader, timed together over one window after
+           a warm-up; and the projected wall time of the CIFAR-10 dataset-overlap sweep
+           (220 models x 50 epochs x 25,000 images / aggregate images/s)
+  metrics  the eight metrics (metrics.score_all) of two 512-d feature sets at N = 10,000 and
+           50,000 on the device, and calibrate_all with K = 200 permutations at N = 10,000
+  extract  feature extraction images/s of one ResNet-18 (eval, autocast, batch 500)
+  gpt      one GPT training step (the dataset-overlap model, bf16 autocast on CUDA): tokens/s
+Options --precision (fp16, bf16, fp32), --channels-last/--no-channels-last and --compile
+apply to `pack`. --cpu-dry-run shrinks every size so that a section runs in seconds on a
+CPU (its rows are then CPU numbers, labelled so).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+SWEEP_MODELS, SWEEP_EPOCHS, SWEEP_IMAGES = 220, 50, 25_000
+GOAL_S = 3600.0
+SECTIONS = ("train", "pack", "metrics", "extract", "gpt")
+
+FULL = dict(side=32, width=64, batch=512, images=25_000, train_images=5_000, test_images=1_000,
+            ms=(1, 2, 4, 8), warmup=15, window=12.0, ns=(10_000, 50_000), calib_n=10_000,
+            k=200, dim=512, extract_n=10_000, gpt_batch=32, gpt_steps=5)
+DRY = dict(side=16, width=8, batch=32, images=256, train_images=160, test_images=40,
+           ms=(1, 2, 4, 8), warmup=2, window=2.0, ns=(500, 1_000), calib_n=300, k=20,
+           dim=32, extract_n=256, gpt_batch=2, gpt_steps=2)
+
+
+def sizes(args) -> dict:
+    return DRY if args.cpu_dry_run else FULL
+
+
+def label(args) -> str:
+    return "CPU dry run" if args.cpu_dry_run else torch.cuda.get_device_name(0)
+
+
+class Rows:
+    """JSON lines appended to the --out file, one per measured value, echoed to stdout."""
+
+    def __init__(self, path: Path, section: str, device_label: str):
+        self.path, self.section, self.device = Path(path), section, device_label
+
+    def add(self, name: str, value: float, unit: str, note: str = "") -> None:
+        row = {"section": self.section, "name": name, "value": float(value), "unit": unit,
+               "note": note, "device": self.device}
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"{self.section:8s} {name:42s} {value:12.4g} {unit:10s} {note}", flush=True)
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def cifar_like(n: int, side: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Generated CIFAR-shaped data: a class-dependent colour plus noise (learnable, cheap)."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(10), -(-n // 10))[:n]
+    colours = rng.integers(40, 216, (10, 3))
+    images = colours[labels][:, None, None, :] + rng.integers(-40, 41, (n, side, side, 3))
+    return np.clip(images, 0, 255).astype(np.uint8), labels.astype(np.int64)
+
+
+# ---- train: one pair per backend through the real trainer ---------------------------------------
+def stand_in_betons(data: Path, sets: dict) -> None:
+    """Without FFCV (the GPU machine has none): empty files where the betons go, and the
+    trainer's two beton readers answering from the arrays. Everything else is the trainer."""
+    from repr_sim.data import betons
+    from repr_sim.kinds.image import train as image
+
+    by_path = {}
+    for part, arrays in sets.items():
+        path = betons.beton_path("cifar10", part, data)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+        by_path[path.resolve()] = arrays
+    image.read_labels = lambda cfg, path: by_path[Path(path).resolve()][1]
+    image.memory_arrays = lambda path: by_path[Path(path).resolve()]
+
+
+def section_train(args, rows: Rows) -> None:
+    from repr_sim import cli, experiments, kinds, runs
+    from repr_sim.data import betons
+    from repr_sim.paths import environ
+
+    s = sizes(args)
+    sets = {"train": cifar_like(s["train_images"], s["side"], 0),
+            "test": cifar_like(s["test_images"], s["side"], 1)}
+    backends = ["memory", "device"]
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        data = tmp / "data"
+        try:
+            if args.cpu_dry_run:  # FFCV compiles its pipelines for minutes on a small CPU
+                raise ImportError("skipped in a CPU dry run")
+            import ffcv  # noqa: F401
+
+            for part, (images, labels) in sets.items():
+                betons.write_beton(images, labels, betons.beton_path("cifar10", part, data),
+                                   info={"dataset": "cifar10", "split": part})
+            backends.append("ffcv")
+        except ImportError:
+            print("train: FFCV not used (no FFCV here, or a CPU dry run): no ffcv row, the "
+                  "betons are stood in for by the arrays", flush=True)
+            stand_in_betons(data, sets)
+        for backend in backends:
+            out = tmp / f"runs_{backend}"
+            env = {"REPRSIM_DATA": str(data), "REPRSIM_RUNS": str(out), "REPRSIM_VERIFY": "0"}
+            with environ(env):
+                started = time.perf_counter()
+                code = cli.main(["train", "cifar10_ds", "--seed", "0", "--frac", "0.5",
+                                 "--epochs", "2", "--batch-size", str(s["batch"]),
+                                 "--device", args.device, f"--set=width={s['width']}",
+                                 f"--set=loader.backend={backend}",
+                                 f"--set=recipe.precision={args.precision}"])
+                wall = time.perf_counter() - started
+                if code != 0:
+                    rows.add(f"pair, 2 epochs, {backend} backend", float("nan"), "s", "FAILED")
+                    continue
+                pair = runs.pair_dir(experiments.experiment_dir(kinds.load("cifar10_ds")), 0, 0.5)
+                speed = []
+                for i in (0, 1):
+                    log = [json.loads(line) for line in
+                           (pair / f"split_{i}" / "log.txt").read_text().splitlines()]
+                    seconds = log[-1]["time_s"] - log[0]["time_s"]
+                    speed.append(log[0]["step"] * s["batch"] / max(seconds, 1e-9))
+            rows.add(f"pair, 2 epochs, {backend} backend: wall", wall, "s",
+                     f"{s['train_images']} images, both models, start-up included")
+            rows.add(f"{backend} backend: epoch 2 images/s per model", float(np.mean(speed)),
+                     "img/s", f"training + test pass, {args.precision}")
+
+
+# ---- pack: M processes sharing the device ------------------------------------------------------
+def pack_worker(args) -> None:
+    """One packed process: warm up, say ready, wait for go, count steps over the window."""
+    from torch import nn
+
+    from repr_sim import models
+    from repr_sim.data import loaders
+    from repr_sim.kinds.image import train as image
+
+    s = sizes(args)
+    device = args.device
+    torch.manual_seed(args.worker)
+    if device == "cuda":
+        torch.backends.cudnn.benchmark = True
+    else:
+        torch.set_num_threads(1)
+    images, labels = cifar_like(s["images"], s["side"], args.worker)
+    loader = loaders.DeviceLoader(images, labels, batch_size=s["batch"], train=True,
+                                  drop_last=True, seed=args.worker, device=device)
+    model = image.prepare_model(models.build("resnet18_cifar", 10, width=s["width"]), device,
+                                args.channels_last)
+    run = torch.compile(model) if args.compile else model
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+    scaler = image.make_scaler(device, args.precision)
+    loss_fn = nn.CrossEntropyLoss(label_smoothing=0.1)
+
+    def batches():
+        while True:
+            yield from loader
+
+    it = batches()
+
+    def step():
+        x, y = next(it)
+        image.train_step(run, x, y, opt, scaler, loss_fn, device, args.precision,
+                         args.channels_last)
+
+    started = time.perf_counter()
+    for _ in range(s["warmup"]):
+        step()
+    sync(device)
+    warm = time.perf_counter() - started
+    sync_dir = Path(args.sync_dir)
+    (sync_dir / f"ready_{args.worker}").write_text("")
+    while not (sync_dir / "go").exists():
+        time.sleep(0.005)
+    n, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < s["window"]:
+        step()
+        n += 1
+        if n % 4 == 0:
+            sync(device)
+    sync(device)
+    seconds = time.perf_counter() - t0
+    print(json.dumps({"images_per_s": n * s["batch"] / seconds, "warmup_s": warm}), flush=True)
+
+
+def section_pack(args, rows: Rows) -> None:
+    s = sizes(args)
+    opts = [f"--precision={args.precision}", "--channels-last" if args.channels_last else
+            "--no-channels-last"] + (["--compile"] if args.compile else [])
+    recipe = f"{args.precision}, {'channels-last' if args.channels_last else 'NCHW'}" + \
+        (", compiled" if args.compile else "")
+    best = 0.0
+    for m in s["ms"]:
+        with tempfile.TemporaryDirectory() as sync_dir:
+            procs = [subprocess.Popen(
+                [sys.executable, __file__, "_pack_worker", "--device", args.device,
+                 "--worker", str(w), "--sync-dir", sync_dir, *opts,
+                 *(["--cpu-dry-run"] if args.cpu_dry_run else [])],
+                stdout=subprocess.PIPE, text=True) for w in range(m)]
+            deadline = time.time() + 600
+            while (len(list(Path(sync_dir).glob("ready_*"))) < m
+                   and all(p.poll() is None for p in procs) and time.time() < deadline):
+                time.sleep(0.05)
+            Path(sync_dir, "go").write_text("")
+            outs = [p.communicate()[0] for p in procs]
+        results = [json.loads(o.strip().splitlines()[-1]) for o, p in zip(outs, procs, strict=True)
+                   if p.returncode == 0 and o.strip()]
+        if len(results) < m:
+            rows.add(f"M={m}: aggregate", float("nan"), "img/s", "a worker FAILED")
+            continue
+        total = sum(r["images_per_s"] for r in results)
+        best = max(best, total)
+        rows.add(f"M={m}: images/s per model", total / m, "img/s", recipe)
+        rows.add(f"M={m}: aggregate images/s", total, "img/s",
+                 f"warm-up {max(r['warmup_s'] for r in results):.1f} s")
+        sweep_s = SWEEP_MODELS * SWEEP_EPOCHS * SWEEP_IMAGES / total
+        rows.add(f"M={m}: projected sweep wall time", sweep_s / 3600, "h",
+                 f"goal 1 h: {GOAL_S / sweep_s:.0%} of the needed speed")
+    if best:
+        flops = 3.3e9 * best  # ~3.3 GFLOP per training image of the CIFAR ResNet-18
+        rows.add("best aggregate: model FLOP/s", flops / 1e12, "TFLOP/s",
+                 "vs ~790 bf16 peak on an H200" if not args.cpu_dry_run else "width-reduced")
+
+
+# ---- metrics and calibration on the device -----------------------------------------------------
+def section_metrics(args, rows: Rows) -> None:
+    from repr_sim import calibration, metrics
+
+    s = sizes(args)
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    for n in s["ns"]:
+        a = torch.randn(n, s["dim"], generator=gen).to(args.device)
+        b = (a + 0.5 * torch.randn(n, s["dim"], generator=gen).to(args.device))
+        sync(args.device)
+        t0 = time.perf_counter()
+        pa, pb = metrics.prepare(a), metrics.prepare(b)
+        metrics.score_all(pa, pb)
+        sync(args.device)
+        rows.add(f"eight metrics, N={n}", time.perf_counter() - t0, "s",
+                 f"D={s['dim']}, float32/float64 on {args.device}")
+    n = s["calib_n"]
+    a = torch.randn(n, s["dim"], generator=gen).to(args.device)
+    b = a + torch.randn(n, s["dim"], generator=gen).to(args.device)
+    t0 = time.perf_counter()
+    calibration.calibrate_all(metrics.prepare(a), metrics.prepare(b), n_permutations=s["k"])
+    sync(args.device)
+    rows.add(f"calibrate_all, N={n}, K={s['k']}", time.perf_counter() - t0, "s", "")
+
+
+# ---- feature extraction ------------------------------------------------------------------------
+def section_extract(args, rows: Rows) -> None:
+    from repr_sim import features, models
+    from repr_sim.data import loaders
+    from repr_sim.kinds.image import train as image
+
+    s = sizes(args)
+    images, labels = cifar_like(s["extract_n"], s["side"], 2)
+    model = image.prepare_model(models.build("resnet18_cifar", 10, width=s["width"]),
+                                args.device).eval()
+    for backend in ("memory", "device"):
+        make = loaders.ArrayLoader if backend == "memory" else loaders.DeviceLoader
+        loader = make(images, labels, batch_size=500, train=False, device=args.device)
+        for precision in ("fp16", "bf16"):
+            for _rep in range(2):  # the first pass warms up (cuDNN autotuning)
+                sync(args.device)
+                t0 = time.perf_counter()
+                with torch.no_grad(), image.autocast(args.device, precision):
+                    for x, _ in loader:
+                        features.image_features(model, x)
+                sync(args.device)
+            rows.add(f"features, {backend} loader, {precision}",
+                     len(images) / (time.perf_counter() - t0), "img/s",
+                     "ResNet-18 eval" + (" (CPU: float32)" if args.device == "cpu" else ""))
+
+
+# ---- a GPT step ---------------------------------------------------------------------------------
+def section_gpt(args, rows: Rows) -> None:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    import bench_gpt
+
+    s = sizes(args)
+    model = dict(bench_gpt.DS_MODEL)
+    if args.cpu_dry_run:
+        model.update(n_layer=1, n_head=2, n_embd=32, block_size=32)
+    tok, mem = bench_gpt.step_throughput(model, 50_257, s["gpt_batch"], s["gpt_steps"],
+                                         args.device)
+    rows.add("GPT step (6x384, block 256), bf16" if not args.cpu_dry_run else
+             "GPT step (tiny), float32 on CPU", tok, "tok/s",
+             f"batch {s['gpt_batch']}" + (f", peak {mem:.1f} GiB" if mem else ""))
+
+
+# ---- the table ----------------------------------------------------------------------------------
+def print_table(path: Path) -> None:
+    rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    print("| section | measurement | value | unit | device | note |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        value = f"{r['value']:.4g}" if r["value"] == r["value"] else "n/a"
+        print(f"| {r['section']} | {r['name']} | {value} | {r['unit']} | {r['device']} | "
+              f"{r['note']} |")
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(__doc__.splitlines()[1:]))
+    p.add_argument("section", choices=[*SECTIONS, "table", "_pack_worker"])
+    p.add_argument("path", nargs="?", help="table: the rows file")
+    p.add_argument("--out", default="gpu_rows.jsonl", help="rows file to append to")
+    p.add_argument("--device", choices=["cpu", "cuda"], default=None,
+                   help="default: cuda when available, else cpu (with --cpu-dry-run: cpu)")
+    p.add_argument("--cpu-dry-run", action="store_true", help="tiny sizes, on the CPU")
+    p.add_argument("--precision", choices=["fp16", "bf16", "fp32"], default="bf16")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--compile", action="store_true", help="torch.compile the packed models")
+    p.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--sync-dir", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.device is None:
+        args.device = "cpu" if args.cpu_dry_run or not torch.cuda.is_available() else "cuda"
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device here (use --cpu-dry-run)")
+    if args.device == "cpu" and not args.cpu_dry_run and args.section in SECTIONS:
+        p.error("full sizes are for a GPU: give --cpu-dry-run to run this on the CPU")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.section == "table":
+        print_table(Path(args.path or args.out))
+        return 0
+    if args.section == "_pack_worker":
+        pack_worker(args)
+        return 0
+    if args.device == "cpu":
+        torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    rows = Rows(Path(args.out), args.section, label(args))
+    globals()[f"section_{args.section}"](args, rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
