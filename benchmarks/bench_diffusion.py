@@ -1,5 +1,7 @@
-"""Benchmark the diffusion kind: training steps/s and feature images/s of the UNets, and the
-projected length of the study's 30,000-step run.
+"""Benchmark the diffusion kind: UNet training steps/s, feature images/s, the study's run projected.
+
+Training steps/s and feature images/s of the UNets, and the projected length of the
+study's 30,000-step run.
 
     python benchmarks/bench_diffusion.py [--device cpu|cuda] [--quick] [--batch N]
                                          [--steps N] [--threads N]
@@ -16,7 +18,8 @@ Projection of the study's run: hours = 30,000 steps x (1280 / batch) / (steps/s 
 / 3600 per model, times 2 models per pair, 20 pairs (dataset overlap) or 24 (task);
 it assumes time per step grows linearly with the batch from the batch measured, which
 holds on a GPU once the batch fills it (so measure at a batch of 256 or more on a GPU).
-On CUDA the default batch is 256; `--quick` runs fewer steps (under a minute on a GPU).
+On CUDA the default batch is 256; `--quick` runs fewer steps and images (under a minute
+on a GPU; on a CPU, the GPU check's dry run, batch 4 and one timed step).
 """
 
 from __future__ import annotations
@@ -96,7 +99,7 @@ def feature_rate(name: str, n: int, batch: int, device: str) -> float:
 def projection(rate: float, batch: int) -> str:
     hours = STUDY_STEPS * (STUDY_BATCH / batch) / rate / 3600
     return (f"{hours:.2f} h per model; {2 * hours * PAIRS['dataset']:.0f} h dataset overlap, "
-            f"{2 * hours * PAIRS['task']:.0f} h task overlap (one GPU)")
+            f"{2 * hours * PAIRS['task']:.0f} h task overlap (one device)")
 
 
 def main() -> int:
@@ -105,18 +108,27 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="fewer steps and images (GPU check)")
     p.add_argument("--batch", type=int, default=None, help="training batch (default 8 CPU, 256 CUDA)")
     p.add_argument("--steps", type=int, default=None, help="timed steps (default 3 CPU, 20 CUDA)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default 1 on a CPU: these convolutions scale badly "
+                        "over threads on a shared machine; torch's default on CUDA)")
     args = p.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
         print("bench_diffusion: --device cuda but no CUDA device here", file=sys.stderr)
         return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    try:
+        import diffusers
+    except ImportError as e:
+        print(f"bench_diffusion: diffusers does not import ({e}); on the GPU machine install it "
+              f"from wheels (benchmarks/README.md, section Diffusion UNets)", file=sys.stderr)
+        return 2
+    threads = args.threads or (None if args.device == "cuda" else 1)
+    if threads:
+        torch.set_num_threads(threads)
     cuda = args.device == "cuda"
-    batch = args.batch or (256 if cuda else 8)
-    steps = args.steps or ((5 if args.quick else 20) if cuda else (2 if args.quick else 3))
-    images = (2048 if cuda else 64) // (2 if args.quick else 1)
-    print(f"device {args.device} ({torch.cuda.get_device_name() if cuda else f'{torch.get_num_threads()} threads'}), "
+    batch = args.batch or (256 if cuda else (4 if args.quick else 8))
+    steps = args.steps or ((5 if args.quick else 20) if cuda else (1 if args.quick else 3))
+    images = (2048 if cuda else 64) // (4 if args.quick else 1)
+    print(f"diffusers {diffusers.__version__}; device {args.device} ({torch.cuda.get_device_name() if cuda else f'{torch.get_num_threads()} threads'}), "
           f"torch {torch.__version__}, training batch {batch}, {steps} timed steps")
     print("| configuration | train steps/s | train images/s | feature images/s |")
     print("|---|---|---|---|")

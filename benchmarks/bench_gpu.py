@@ -12,6 +12,8 @@ Sections (each appends JSON rows {section, name, value, unit, note} to --out):
            trainer's own train_step and DeviceLoader, timed together over one window after
            a warm-up; and the projected wall time of the CIFAR-10 dataset-overlap sweep
            (220 models x 50 epochs x 25,000 images / aggregate images/s)
+  profile  one model's training step under torch.profiler: step time, the fraction of it
+           the GPU is busy, the five ops with the most device (CPU: CPU) self time
   metrics  the eight metrics (metrics.score_all) of two 512-d feature sets at N = 10,000 and
            50,000 on the device, and calibrate_all with K = 200 permutations at N = 10,000
   extract  feature extraction images/s of one ResNet-18 (eval, autocast, batch 500)
@@ -40,10 +42,10 @@ import torch  # noqa: E402
 
 SWEEP_MODELS, SWEEP_EPOCHS, SWEEP_IMAGES = 220, 50, 25_000
 GOAL_S = 3600.0
-SECTIONS = ("train", "pack", "metrics", "extract", "gpt")
+SECTIONS = ("train", "pack", "profile", "metrics", "extract", "gpt")
 
 FULL = dict(side=32, width=64, batch=512, images=25_000, train_images=5_000, test_images=1_000,
-            ms=(1, 2, 4, 8), warmup=15, window=12.0, ns=(10_000, 50_000), calib_n=10_000,
+            ms=(1, 2, 4, 8), warmup=10, window=8.0, ns=(10_000, 50_000), calib_n=10_000,
             k=200, dim=512, extract_n=10_000, gpt_batch=32, gpt_steps=5)
 DRY = dict(side=16, width=8, batch=32, images=256, train_images=160, test_images=40,
            ms=(1, 2, 4, 8), warmup=2, window=2.0, ns=(500, 1_000), calib_n=300, k=20,
@@ -152,12 +154,14 @@ def section_train(args, rows: Rows) -> None:
             rows.add(f"pair, 2 epochs, {backend} backend: wall", wall, "s",
                      f"{s['train_images']} images, both models, start-up included")
             rows.add(f"{backend} backend: epoch 2 images/s per model", float(np.mean(speed)),
-                     "img/s", f"training + test pass, {args.precision}")
+                     "img/s", "training + test pass, " +
+                     (args.precision if args.device == "cuda" else "float32 (CPU)"))
 
 
 # ---- pack: M processes sharing the device ------------------------------------------------------
-def pack_worker(args) -> None:
-    """One packed process: warm up, say ready, wait for go, count steps over the window."""
+def make_step(args, worker: int):
+    """One training step of a ResNet-18 on device-resident generated data, as the trainer
+    takes it (DeviceLoader, prepare_model, train_step with the chosen precision)."""
     from torch import nn
 
     from repr_sim import models
@@ -166,14 +170,14 @@ def pack_worker(args) -> None:
 
     s = sizes(args)
     device = args.device
-    torch.manual_seed(args.worker)
+    torch.manual_seed(worker)
     if device == "cuda":
         torch.backends.cudnn.benchmark = True
     else:
         torch.set_num_threads(1)
-    images, labels = cifar_like(s["images"], s["side"], args.worker)
+    images, labels = cifar_like(s["images"], s["side"], worker)
     loader = loaders.DeviceLoader(images, labels, batch_size=s["batch"], train=True,
-                                  drop_last=True, seed=args.worker, device=device)
+                                  drop_last=True, seed=worker, device=device)
     model = image.prepare_model(models.build("resnet18_cifar", 10, width=s["width"]), device,
                                 args.channels_last)
     run = torch.compile(model) if args.compile else model
@@ -192,6 +196,13 @@ def pack_worker(args) -> None:
         image.train_step(run, x, y, opt, scaler, loss_fn, device, args.precision,
                          args.channels_last)
 
+    return step
+
+
+def pack_worker(args) -> None:
+    """One packed process: warm up, say ready, wait for go, count steps over the window."""
+    s, device = sizes(args), args.device
+    step = make_step(args, args.worker)
     started = time.perf_counter()
     for _ in range(s["warmup"]):
         step()
@@ -216,8 +227,9 @@ def section_pack(args, rows: Rows) -> None:
     s = sizes(args)
     opts = [f"--precision={args.precision}", "--channels-last" if args.channels_last else
             "--no-channels-last"] + (["--compile"] if args.compile else [])
-    recipe = f"{args.precision}, {'channels-last' if args.channels_last else 'NCHW'}" + \
-        (", compiled" if args.compile else "")
+    recipe = (f"{args.precision}, {'channels-last' if args.channels_last else 'NCHW'}"
+              if args.device == "cuda" else "float32 (CPU), 1 thread each")
+    recipe += ", compiled" if args.compile else ""
     best = 0.0
     for m in s["ms"]:
         with tempfile.TemporaryDirectory() as sync_dir:
@@ -249,6 +261,42 @@ def section_pack(args, rows: Rows) -> None:
         flops = 3.3e9 * best  # ~3.3 GFLOP per training image of the CIFAR ResNet-18
         rows.add("best aggregate: model FLOP/s", flops / 1e12, "TFLOP/s",
                  "vs ~790 bf16 peak on an H200" if not args.cpu_dry_run else "width-reduced")
+
+
+# ---- profile: where one model's step spends its time ----------------------------------------------
+def section_profile(args, rows: Rows) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    s = sizes(args)
+    step = make_step(args, 0)
+    for _ in range(s["warmup"]):
+        step()
+    sync(args.device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if args.device == "cuda" else [])
+    n = 10 if not args.cpu_dry_run else 3
+    with profile(activities=activities) as prof:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            step()
+        sync(args.device)
+        wall = time.perf_counter() - t0
+    events = prof.key_averages()
+    field = "self_device_time_total" if args.device == "cuda" else "self_cpu_time_total"
+
+    def self_us(e) -> float:
+        value = getattr(e, field, None)
+        return float(value if value is not None else getattr(e, "self_cuda_time_total", 0.0))
+
+    busy = sum(self_us(e) for e in events) / 1e6
+    rows.add("one model: step wall time", wall / n * 1e3, "ms",
+             f"batch {s['batch']}, {args.precision if args.device == 'cuda' else 'float32'}, "
+             f"{n} profiled steps")
+    if args.device == "cuda":
+        rows.add("one model: GPU busy fraction", busy / wall, "",
+                 "kernel time / wall time: < 1 means the GPU waits on the host")
+    for e in sorted(events, key=self_us, reverse=True)[:5]:
+        rows.add(f"top op: {e.key[:40]}", self_us(e) / 1e6 / max(busy, 1e-12), "share",
+                 f"{'GPU' if args.device == 'cuda' else 'CPU'} self time")
 
 
 # ---- metrics and calibration on the device -----------------------------------------------------

@@ -4,17 +4,20 @@
 #   bash benchmarks/gpu_check.sh [--only SECTIONS] [--budget SECONDS] [--cpu-dry-run] [--out DIR]
 #
 # Sections, in this order (default: all of them, inside --budget, default 300 s):
-#   tests      the CUDA tests (tests named *cuda* or marked `cuda`)           cap 60 s
-#   train      one CIFAR-shaped pair, 2 epochs, per loader backend             cap 45 s
+#   tests      the CUDA tests (tests named *cuda* or marked `cuda`)           cap 50 s
+#   train      one CIFAR-shaped pair, 2 epochs, per loader backend             cap 40 s
 #   pack       aggregate images/s of M = 1, 2, 4, 8 ResNet-18s on one device   cap 90 s
-#   metrics    the eight metrics at N = 10,000 and 50,000; calibration K = 200  cap 40 s
+#   profile    one model's step under torch.profiler (the bottleneck)          cap 20 s
+#   metrics    the eight metrics at N = 10,000 and 50,000; calibration K = 200  cap 45 s
 #   extract    feature extraction images/s                                      cap 20 s
 #   gpt        a GPT training step in bf16                                      cap 25 s
 #   finetune   benchmarks/bench_finetune.py --device cuda --quick (if present)  cap 60 s
 #   diffusion  benchmarks/bench_diffusion.py --device cuda --quick (if present) cap 60 s
 #   llm        benchmarks/bench_llm.py --device cuda --quick (if present)       cap 60 s
 # A section gets min(its cap, what is left of the budget) and is killed at that limit; a
-# section that no longer fits is listed as skipped. --only takes a comma-separated list.
+# section that no longer fits is listed as skipped. --only takes a comma-separated list. The
+# core sections fit the default 300 s; the last three then usually do not: run them as a
+# second call, `--only finetune,diffusion,llm` (the per-section details: bench_gpu.py --help).
 #
 # Environment on the GPU machine: run from the working tree (PYTHONPATH=. is set here),
 # python3 with its own torch; wheels for what it lacks (diffusers, ...) are installed from
@@ -57,8 +60,8 @@ if [ "$dry" = 0 ] && compgen -G ".whl/*.whl" >/dev/null; then
         --target /tmp/site .whl/*.whl && export PYTHONPATH="$PYTHONPATH:/tmp/site"
 fi
 
-all=(tests train pack metrics extract gpt finetune diffusion llm)
-declare -A cap=([tests]=60 [train]=45 [pack]=90 [metrics]=40 [extract]=20 [gpt]=25
+all=(tests train pack profile metrics extract gpt finetune diffusion llm)
+declare -A cap=([tests]=50 [train]=40 [pack]=90 [profile]=20 [metrics]=45 [extract]=20 [gpt]=25
                 [finetune]=60 [diffusion]=60 [llm]=60)
 if [ -n "$only" ]; then
     IFS=, read -r -a chosen <<<"$only"
@@ -109,7 +112,7 @@ for s in "${chosen[@]}"; do
                 run_section tests "$limit" "$py" -m pytest -q -p no:cacheprovider -rs \
                     --continue-on-collection-errors -k cuda tests/
             fi ;;
-        train | pack | metrics | extract | gpt)
+        train | pack | profile | metrics | extract | gpt)
             run_section "$s" "$limit" "$py" benchmarks/bench_gpu.py "$s" --out "$rows" "${dev[@]}" ;;
         finetune | diffusion | llm)
             script=benchmarks/bench_$s.py

@@ -1,6 +1,6 @@
 """Result files -> the study's tables: mutual information and R^2 of a score against overlap.
 
-A result file (PROTOCOL section 3) is recognised by its header, never by its name:
+A result file (docs/protocol.md section 3) is recognised by its header, never by its name:
 
     similarity          seed,metric,frac_overlap,metric_<probe>[,metric_<probe>...]
     accuracy            seed,frac_overlap,model_idx,acc
@@ -10,7 +10,7 @@ A result file (PROTOCOL section 3) is recognised by its header, never by its nam
     transfer            seed,frac_overlap,normal_asr,transfer_asr       (v2: transfer attacks)
     jailbreak           seed,frac_overlap,transfer_asr,normal_asr       (v2: Llama jailbreaks)
 
-For one metric, every value column gets (PROTOCOL section 4): the mutual information with
+For one metric, every value column gets (docs/protocol.md section 4): the mutual information with
 the overlap (scikit-learn's `mutual_info_regression`, X = the overlap as a 2-D array,
 random_state=42, rows in the file's order: its jitter depends on the order), the R^2 of the
 least-squares line, its slope and intercept, the number of rows used, Spearman's rho with a
@@ -25,7 +25,7 @@ dataset, architecture and model are read from the file name (the study's names: 
 eight timm models, a Llama-3.2 model, `diffusion`, `nanogpt`).
 
 `--study v2` (`v2_rule`, `analyze_v2`): the table the study's v2 notebook made for a file
-(PROTOCOL_V2 section 7): its metric (cknna for the diffusion files), its probe column(s) and
+(docs/protocol.md section 6.7): its metric (cknna for the diffusion files), its probe column(s) and
 its rows, its slips included. docs/v2_analysis.md lists every difference from the default
 rules above and its effect on the numbers.
 """
@@ -68,7 +68,7 @@ from .results import (  # noqa: F401  (re-exported: readers have used analysis.E
 # them is an output of ours, not a result file.
 OUTPUT_MARKERS = ("mutual_information", "r_squared")
 
-MI_SEED = 42  # PROTOCOL section 4: random_state of mutual_info_regression
+MI_SEED = 42  # docs/protocol.md section 4: random_state of mutual_info_regression
 N_PERMUTATIONS = 9999
 N_BOOTSTRAP = 2000
 
@@ -100,7 +100,7 @@ PROBE_TITLES = {
     "normal_asr": "Attack success on the source model",
 }
 
-# The study's names for the three kinds of overlap (PROTOCOL section 4), by split kind.
+# The study's names for the three kinds of overlap (docs/protocol.md section 4), by split kind.
 OVERLAP_NAMES = {"dataset": "Dataset Overlap", "partition": "Task Overlap",
                  "task": "Task + Dataset Overlap"}
 
@@ -112,7 +112,7 @@ ARCH_TITLES = {"resnet": "ResNet-18", "vae": "VAE", "gpt": "nanoGPT", "vit": "Vi
 ARCH_TOKENS = (("resnet", r"resnet"), ("vae", r"vae"), ("gpt", r"(nanogpt|gpt2?)$"),
                ("vit", r"vit"), ("llama", r"llama"), ("unet", r"(diffusion|unet)"))
 
-# The study's v2 models (PROTOCOL_V2 sections 1 and 5), as their file names write them, and
+# The study's v2 models (docs/protocol.md sections 6.1 and 6.5), as their file names write them, and
 # their titles in tables and figures (in size order).
 MODEL_TITLES = {
     "resnet18": "ResNet-18", "resnet50": "ResNet-50", "resnet101": "ResNet-101",
@@ -264,7 +264,7 @@ def detect_kind(header: list[str], path: Path | str = "file") -> tuple[str, tupl
     best = max(s[0] for s in scores)
     if best == 0:
         raise UserError(f"{path}: not a result file of a known kind (header starts with "
-                        f"'{header[0]}'; expected 'seed' then the columns of PROTOCOL section 3)")
+                        f"'{header[0]}'; expected 'seed' then the columns of docs/protocol.md section 3)")
     candidates = [s for s in scores if s[0] == best]
     complete = [s for s in candidates if best == len(s[2])]
     if not complete:  # every candidate stops at column `best`
@@ -601,7 +601,7 @@ def analyze_all_metrics(result: ResultFile | Path | str, **kwargs) -> pd.DataFra
     return pd.concat(tables, names=["metric", "probe"])
 
 
-# ---- the study's v2 tables (PROTOCOL_V2 section 7) -----------------------------------------
+# ---- the study's v2 tables (docs/protocol.md section 6.7) -----------------------------------------
 STUDIES = ("v2",)
 
 

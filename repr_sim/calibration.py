@@ -296,7 +296,7 @@ class _Null:
             keys, order = torch.sort((rows * self.n + ia).reshape(-1))
             # for cknna: where A's pattern holds the transposed entry (j, i) of each (i, j)
             rev, hit = self._find(keys, order, ia * self.n + rows)
-            cache[k] = (keys, rev, hit)
+            cache[k] = (keys, order, rev, hit)
         return cache[k]
 
     @staticmethod
@@ -319,10 +319,10 @@ class _Null:
             counts = in_b.sum(dim=-1)
             out[("mutual_knn", k)] = [float(c.double().mean()) / k for c in counts]
         if "cycle_knn" in self.names:
-            keys = self._a_lookup(k)[0]
+            # is i among the A-neighbours of its p-th B-neighbour j: is j * N + i a key
+            keys, order = self._a_lookup(k)[:2]
             query = ibp * n + torch.arange(n, device=ibp.device)[:, None]
-            pos_c = torch.searchsorted(keys, query.reshape(m, -1)).clamp_(max=keys.numel() - 1)
-            back = (keys[pos_c] == query.reshape(m, -1)).view(m, n, k).any(dim=-1)
+            back = self._find(keys, order, query)[1].any(dim=-1)
             out[("cycle_knn", k)] = [float(r.double().mean()) for r in back]
         if "lcs_knn" in self.names or "edit_distance_knn" in self.names:
             out.update(self._list_values(k, ia, ibp, in_b, q))
@@ -355,7 +355,7 @@ class _Null:
         if k not in cache:  # the self terms do not change under a permutation of B
             cache[k] = (M._hsic_unbiased_lists(ia, va, va), M._hsic_unbiased_lists(ib, vb, vb))
         kk, ll = cache[k]
-        _, rev, hit = self._a_lookup(k)
+        _, _, rev, hit = self._a_lookup(k)
         kl = _hsic_lists_batched(ia, rev, hit, va * in_b, l_at_a)
         return [M._guarded_ratio(float(v), kk, ll) for v in kl]
 

@@ -1,7 +1,7 @@
 """Consequences: does the similarity of a pair predict how well an attack transfers between
 its two models? (Beyond the study: its v2 notebook plots transfer success against overlap only.)
 
-A similarity file and its transfer file (PROTOCOL_V2 section 3: `seed,frac_overlap,
+A similarity file and its transfer file (docs/protocol.md section 6.3: `seed,frac_overlap,
 normal_asr,transfer_asr`; the Llama jailbreak files have the last two columns swapped) are
 joined on (seed, frac_overlap). The jailbreak files hold two rows per pair (presumably the
 two directions); they are averaged, as the pair has one similarity. Then, per metric and

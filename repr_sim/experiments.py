@@ -1,7 +1,7 @@
 """Experiments are TOML config files: dataset, split kind, fractions, seeds, recipe.
 
 An experiment lists only what differs from its kind's defaults (repr_sim.kinds: the
-kind's declaration holds them); `repr_sim.kinds.load` merges the two. They live in the training folders (`train_*/configs/<name>.toml`) and, for the built-in
+kind's declaration holds them); `repr_sim.kinds.load` merges the two. They live in the training folders (`<folder>/configs/<name>.toml`) and, for the built-in
 demo, inside the package (`repr_sim/configs/<name>.toml`); they are found by name from any
 working directory, or given as a path. `--set key.sub=value` overrides any key;
 the value is parsed as TOML (numbers, booleans, lists), else kept as a string.
@@ -31,9 +31,10 @@ PACKAGE_CONFIGS = PACKAGE_DIR / "configs"
 def config_paths() -> dict[str, Path]:
     """Every experiment config that can be found by name: name -> path."""
     found: dict[str, Path] = {}
-    for root in _search_roots():
-        for path in sorted(root.glob("train_*/configs/*.toml")):
-            found.setdefault(path.stem, path)
+    for root in _search_roots():  # the training folders: train_cifar_ffcv/, llm_finetune/, ...
+        for path in sorted(root.glob("*/configs/*.toml")):
+            if not path.parts[-3].startswith("."):
+                found.setdefault(path.stem, path)
     for path in sorted(PACKAGE_CONFIGS.glob("*.toml")):
         found.setdefault(path.stem, path)
     return found

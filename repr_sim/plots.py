@@ -253,7 +253,7 @@ def _label_set(model: str) -> str:
 
 
 def plot_partition_accuracy(result: analysis.ResultFile):
-    """One box per label set, coloured by partition (PROTOCOL section 2)."""
+    """One box per label set, coloured by partition (docs/protocol.md section 2)."""
     rows = result.data[~np.isclose(result.data["acc"], analysis.EMPTY)]
     order = []  # label sets in partition order, then by first appearance
     for part in sorted(analysis.PARTITION_X):

@@ -76,7 +76,7 @@ def partition_header(probe_columns) -> list[str]:
     return [*PARTITION_KEYS, *probe_columns]
 
 
-# ---- the study's second version (PROTOCOL_V2 sections 2-7) ----------------------------------
+# ---- the study's second version (docs/protocol.md sections 6.2-6.7) ----------------------------------
 # Transfer-attack success between the two models of a pair: image attacks (MI-FGSM) write
 # normal_asr first; the Llama jailbreak files have the same columns in the other order.
 ASR_COLUMNS = ("seed", "frac_overlap", "normal_asr", "transfer_asr")
@@ -98,13 +98,13 @@ DIFFUSION_PROBE = "metric_train_ds"
 LLM_DS_PROBE = "metric_tinycodes"
 LLM_OOD_ONE_PROBE = "metric_OOD_for_one"
 
-# LoRA fine-tunes of Llama-style models (repr_sim.kinds.llm, PROTOCOL_V2 section 5): the
+# LoRA fine-tunes of Llama-style models (repr_sim.kinds.llm, docs/protocol.md section 6.5): the
 # similarity file of the study's LLM scripts (dataset overlap metric_<corpus>, task overlap
 # the text task probes), and a per-model validation-loss file in the loss schema.
 LLM_SIM_CSV = "platonic_llm.csv"
 LLM_LOSS_CSV = "platonic_llm_loss.csv"
 
-# Diffusion UNets (PROTOCOL_V2 section 4; repr_sim.kinds.diffusion): the similarity file of a
+# Diffusion UNets (docs/protocol.md section 6.4; repr_sim.kinds.diffusion): the similarity file of a
 # dataset split has the one probe column DIFFUSION_PROBE (the CIFAR-10 test set), that of a
 # task split the image task probes; the per-model file is the "loss" schema (each EMA
 # model's epsilon-prediction MSE on the in-distribution probe images).

@@ -1,9 +1,9 @@
-"""A folder of result files -> the headline tables (PROTOCOL section 4), and the notebook's loop.
+"""A folder of result files -> the headline tables (docs/protocol.md section 4), and the notebook's loop.
 
 The headline MI table: "Dataset Overlap" = every dataset-split similarity file (ResNet, VAE,
 GPT), "Task Overlap" = the label-partition file, "Task + Dataset Overlap" = every task-split
 file. A file's MI (and R^2) is the mean over its probe columns (the partition file: the four
-columns of PROTOCOL section 4), then the mean over the files of one architecture, then the
+columns of docs/protocol.md section 4), then the mean over the files of one architecture, then the
 plain mean over the architectures. The accuracy table: mean +- sample std (x100) of every
 accuracy file, per label set for the partition file; validation losses of text models as
 they are.
@@ -18,8 +18,8 @@ The folder is searched recursively (the study's v2 layout has `different_model_s
 
 `study="v2"`: each file's MI and R^2 come from the table the study's v2 notebook made for it
 (analysis.v2_rule: one probe column for most files, cknna for the diffusion files, the -1
-rows of the nanoGPT task file kept); the rest is the same two-level mean (PROTOCOL_V2
-section 7). Beside the long accuracy table, `acc_by_model` lays the accuracies out as the
+rows of the nanoGPT task file kept); the rest is the same two-level mean (docs/protocol.md
+section 6.7). Beside the long accuracy table, `acc_by_model` lays the accuracies out as the
 study did: per model, rows = datasets and label sets, columns = kinds of overlap.
 """
 
@@ -45,7 +45,7 @@ ACC_COLUMNS = ("architecture", "dataset", "overlap", "label_set", "quantity", "n
 
 
 # Folders of the study's v2 layout that its notebook does not read: copies of the v1
-# from-scratch ResNet-18 files (PROTOCOL_V2 section 9); reading them would count them twice.
+# from-scratch ResNet-18 files (docs/protocol.md section 6.9); reading them would count them twice.
 SKIPPED_FOLDERS = {"pretrain_resnet18": "v1 ResNet-18 copies the study's notebook does not read",
                    "resnet_train_from_scratch": "v1 ResNet-18 copies the study's notebook does "
                                                 "not read"}
@@ -136,7 +136,7 @@ def file_scores(result: ResultFile, metric: str | None = "cka", study: str | Non
                 tuple(columns))
     columns = result.value_columns
     if result.kind == "partition":
-        # the study's four probe columns (PROTOCOL section 4); the v2 files have only the
+        # the study's four probe columns (docs/protocol.md section 4); the v2 files have only the
         # first, which is required
         if analysis.PARTITION_VAL_PROBE not in columns:
             raise UserError(f"{result.path}: label-partition file lacks column "
@@ -266,7 +266,7 @@ def summarize(folder: Path | str, *, metric: str | None = None, exclude: tuple[s
     folder = Path(folder)
     results, skipped = scan(folder, exclude=exclude)
     if not results:
-        raise UserError(f"{folder}: no result files (*.csv with a header of PROTOCOL "
+        raise UserError(f"{folder}: no result files (*.csv with a header of docs/protocol.md "
                         "section 3) in this folder")
     by_stem = {r.path.with_suffix(""): r for r in results}
     placed, acc_rows = [], []
@@ -346,7 +346,7 @@ def format_summary(summary: Summary, metric: str | None = "cka") -> str:
     mi = summary.mi.to_string(float_format=lambda v: f"{v:.3f}")
     if summary.study:
         how = (f"study {summary.study} rules: {metric or 'cka, cknna for diffusion'}; each "
-               "file's table (PROTOCOL_V2 section 7)")
+               "file's table (docs/protocol.md section 6.7)")
     else:
         how = f"{metric or 'cka'}; mean over probe columns"
     parts = ["Files:", format_files(summary.files), "",

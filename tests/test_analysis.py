@@ -27,7 +27,7 @@ NUMERIC = ["mutual_information", "r_squared", "slope", "intercept", "n", "spearm
 
 
 def expected_kind(header: list[str]) -> str:
-    """The kind PROTOCOL section 3 gives a header, written out independently."""
+    """The kind docs/protocol.md section 3 gives a header, written out independently."""
     if header[:3] == ["seed", "metric", "frac_overlap"]:
         return "similarity"
     if header[:3] == ["seed", "metric", "partition"]:
@@ -105,7 +105,7 @@ def test_published_mi_matches_the_definition(reference):
                                         "metric_ood_all_svhn": None}),
 ])
 def test_empty_probe_rows_left_out_as_protocol_says(reference, name, dropped):
-    """PROTOCOL section 4: image task files lose alpha 0 (shared classes) and alpha 1 (one
+    """docs/protocol.md section 4: image task files lose alpha 0 (shared classes) and alpha 1 (one
     model's classes); the text task file alpha 0 (common, neither) and alpha 1 (one)."""
     path = next(p for p in reference if p.name == name)
     raw = pd.read_csv(path)

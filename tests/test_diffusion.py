@@ -9,6 +9,10 @@ sample` on a diffusion checkpoint."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -26,6 +30,7 @@ from repr_sim.metrics import METRICS
 from repr_sim.models import unet as unet_model
 from repr_sim.scoring import Options
 
+REPO = Path(__file__).resolve().parent.parent
 STEPS = 16
 SIDE = 16
 
@@ -175,20 +180,27 @@ def test_saved_weights_are_the_ema(env):
     assert any(not torch.equal(saved[n], raw[n]) for n in names)
 
 
-def test_resume_after_a_stop_is_bit_identical(env, capsys):
-    cfg = write_config(env["root"], "dtest_resume")
+KILL_AT_STEP_6 = """
+import os, signal, sys
+from repr_sim.cli import main
+from repr_sim.kinds.diffusion import train
 
-    class Killed(Exception):
-        pass
+def kill(model_dir, step):  # SIGKILL itself after step 6 (checkpoint at step 4): no clean-up
+    if model_dir.name == "split_0" and step == 6:
+        os.kill(os.getpid(), signal.SIGKILL)
 
-    def stop(model_dir, step):
-        if model_dir.name == "split_0" and step == 6:  # after the checkpoint of step 4
-            raise Killed
+train._after_step = kill
+sys.exit(main(["train", sys.argv[1], "--seed", "0", "--frac", "0.5", "--device", "cpu"]))
+"""
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(dtrain, "_after_step", stop)
-        with pytest.raises(Killed):
-            dtrain.train_pair(cfg, 0, 0.5, device="cpu")
+
+def test_resume_after_a_kill_is_bit_identical(env, capsys):
+    write_config(env["root"], "dtest_resume")
+    proc = subprocess.run([sys.executable, "-c", KILL_AT_STEP_6, str(env["root"] / "dtest_resume.toml")],
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    cfg = kinds.load(str(env["root"] / "dtest_resume.toml"))
     folder = runs.pair_dir(Path(env["root"]) / "runs" / "dtest_resume", 0, 0.5)
     state = torch.load(folder / "split_0" / dtrain.STATE, weights_only=True)
     assert state["step"] == 4 and not runs.is_finished(folder)

@@ -168,3 +168,33 @@ def test_transfer_to_an_identical_model_equals_the_white_box_rate():
     out = attack_direction(net, twin, Pipeline(8, (127.0,) * 3, (127.0,) * 3), images, labels, s, "cpu")
     assert out["images"] == 20
     assert out["transfer_asr"] == out["normal_asr"] > 0
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+def test_cuda_fine_tune_steps_and_attack():
+    """The CUDA paths: channels-last model, fp16 autocast with a grad scaler, the attack in fp32."""
+    from repr_sim.kinds.finetune import DEFAULTS
+    from repr_sim.kinds.finetune.attack import Settings, attack_direction
+    from repr_sim.kinds.finetune.train import make_optimizer, to_device, train_step
+
+    arch, kwargs = TINY_VIT
+    for name, kw in (("resnet18", {}), (arch, kwargs)):
+        torch.manual_seed(0)
+        model = to_device(tm.create(name, 5, kw), "cuda")
+        pipe = Pipeline(32, (127.0,) * 3, (127.0,) * 3)
+        images = torch.randint(0, 256, (16, 3, 16, 16)).float()
+        labels = torch.randint(0, 5, (16,))
+        opt = make_optimizer({**DEFAULTS, "arch": name}, model)
+        scaler = torch.amp.GradScaler("cuda")
+        loss_fn = torch.nn.CrossEntropyLoss()
+        losses = [float(train_step(model, pipe, images, labels, opt, scaler, loss_fn, "cuda")[0])
+                  for _ in range(3)]
+        assert all(np.isfinite(losses))
+        for group in opt.param_groups:
+            group["lr"] = 0.0  # lr 0: the weights must stay as they are
+        model.eval()
+        s = Settings(eps=8 / 255, steps=3, momentum=1.0, images=16, batch_size=8, seed=0, probe="")
+        raw = np.random.default_rng(0).integers(0, 256, (16, 16, 16, 3), dtype=np.uint8)
+        out = attack_direction(model, model, pipe, raw, labels.numpy(), s, "cuda")
+        assert out["transfer_asr"] == out["normal_asr"]

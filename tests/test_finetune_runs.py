@@ -20,10 +20,13 @@ betons = "shapes_{SIDE}"
 split = "dataset"
 arch = "resnet18"
 pretrained = "none"
-pretrained_file = "weights/tiny_resnet18.safetensors"
+pretrained_file = "weights/tiny_resnet.safetensors"
 input_size = 32
 fracs = [0.0, 1.0]
 seeds = [0]
+
+[model_kwargs]
+layers = [1, 1, 1, 1]
 
 [recipe]
 epochs = 1
@@ -74,7 +77,7 @@ def test_pair_is_trained_with_its_weights_recorded(world):
     pair = world["exp"] / "seed_0" / "frac_0"
     assert runs.is_finished(pair)
     args = json.loads((pair / "args.json").read_text())
-    weights = world["data"] / "weights" / "tiny_resnet18.safetensors"
+    weights = world["data"] / "weights" / "tiny_resnet.safetensors"
     from repr_sim.models.timm_models import sha256
 
     assert args["weights"]["sha256"] == sha256(weights)
@@ -130,14 +133,14 @@ def test_training_resumes_after_a_kill(world):
 
 @pytest.mark.parametrize("change, message", [
     ('split = "dataset"', "split must be one of"),
-    ('pretrained_file = "weights/tiny_resnet18.safetensors"', "missing pretrained weights file"),
+    ('pretrained_file = "weights/tiny_resnet.safetensors"', "missing pretrained weights file"),
     ('arch = "resnet18"', "unknown timm model"),
     ('input_size = 32', "normalisation must be one of"),
 ])
 def test_bad_input_is_one_error_line(world, tmp_path, capsys, change, message):
     bad = {
         'split = "dataset"': 'split = "sideways"',
-        'pretrained_file = "weights/tiny_resnet18.safetensors"': 'pretrained_file = "weights/gone.safetensors"',
+        'pretrained_file = "weights/tiny_resnet.safetensors"': 'pretrained_file = "weights/gone.safetensors"',
         'arch = "resnet18"': 'arch = "resnet_nonexistent"',
         'input_size = 32': 'input_size = 32\nnormalisation = "imagenet"',
     }[change]

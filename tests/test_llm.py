@@ -208,6 +208,7 @@ def test_resume_after_a_kill_gives_the_uninterrupted_adapter(llm_root, monkeypat
 
 
 # ---- features and measurement -------------------------------------------------------------------
+@pytest.mark.filterwarnings("ignore:`is_gradient_checkpointing`:FutureWarning")  # peft -> transformers
 def test_adapter_swap_equals_two_separate_loads(llm_root):
     from peft import PeftModel
 
@@ -303,3 +304,21 @@ def test_cuda_pair_bf16_and_measure(llm_root):
                                            dtype=dtype, per_block=False)
     assert feats[torch.bfloat16].dtype == torch.float32
     torch.testing.assert_close(feats[torch.bfloat16], feats[torch.float32], rtol=0.05, atol=0.05)
+
+
+def test_torchrun_two_processes_share_a_pair(llm_root, tmp_path):
+    """Two CPU ranks (gloo) train one pair: 4 sequences per step = 1 x 2 per rank x 2 ranks."""
+    import subprocess
+    import sys
+
+    root, _ = llm_root
+    cfg = write_config(root, "d_task", split="task", corpora=CORPORA, recipe={"steps": 2})
+    torchrun = Path(sys.executable).parent / "torchrun"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    out = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node=2", "-m", "repr_sim",
+                          "train", str(cfg), "--seed", "0", "--frac", "0", "--device", "cpu"],
+                         capture_output=True, text=True, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    pair = runs.pair_dir(Path(os.environ["REPRSIM_RUNS"]) / "d_task", 0, 0.0)
+    assert runs.is_finished(pair) and json.loads((pair / "args.json").read_text())["world_size"] == 2
+    assert "1 x 2 x 2 sequences" in (pair / "split_0" / "log.txt").read_text()

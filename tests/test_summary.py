@@ -220,7 +220,7 @@ def test_published_files(tmp_path):
                                          "Task + Dataset Overlap", S.ACCURACY_TABLE}
     assert set(s.files["architecture"]) == {"resnet", "vae", "gpt"}
     # the study's published headline: Task Overlap 0.566; Dataset Overlap 0.360 from the
-    # VAE's CIFAR-10 files only (the study's VAE experiment, PROTOCOL section 2)
+    # VAE's CIFAR-10 files only (the study's VAE experiment, docs/protocol.md section 2)
     assert s.mi.loc["mutual_information", "Task Overlap"] == pytest.approx(0.566, abs=5e-4)
     cifar_vae = S.summarize(folder, exclude=("vae_*mnist*",))
     assert cifar_vae.mi.loc["mutual_information", "Dataset Overlap"] == pytest.approx(0.360,

@@ -1,4 +1,4 @@
-"""`--study v2`: the study's v2 tables from its published files (PROTOCOL_V2 section 7).
+"""`--study v2`: the study's v2 tables from its published files (docs/protocol.md section 6.7).
 
 The published files are copied into a temporary folder. Where ../shared is absent the tests
 are skipped, unless CI is set (CI has it beside its clone): then they fail. References are
@@ -49,7 +49,7 @@ def v2(tmp_path_factory) -> Path:
 
 
 # ---- kinds, by header ----------------------------------------------------------------------
-# (pattern under the folder, kind, split), from PROTOCOL_V2 section 7's table of files
+# (pattern under the folder, kind, split), from docs/protocol.md section 6.7's table of files
 EXPECTED = [
     ("different_model_size_ds/ds_platonic_ffcv_*", "similarity", "dataset"),
     ("different_model_size_ds/ds_acc_*", "accuracy", "dataset"),
@@ -178,7 +178,7 @@ def test_nanogpt_task_table_keeps_minus_one_rows_only_under_v2(v2):
 
 
 def test_diffusion_with_cka_reads_as_the_protocol_says(v2):
-    """PROTOCOL_V2 section 7: with cka instead of cknna, MI 0.039 / 0.000, R^2 0.024 / 0.016."""
+    """docs/protocol.md section 6.7: with cka instead of cknna, MI 0.039 / 0.000, R^2 0.024 / 0.016."""
     ds = A.analyze_v2(v2 / "diffusion_cifar10_ds.csv", "cka", n_perm=0, n_boot=0)
     task = A.analyze_v2(v2 / "diffusion_cifar10_task.csv", "cka", n_perm=0, n_boot=0)
     assert ds["mutual_information"].iloc[0] == pytest.approx(0.039, abs=5e-4)
@@ -187,7 +187,7 @@ def test_diffusion_with_cka_reads_as_the_protocol_says(v2):
     assert task["r_squared"].iloc[0] == pytest.approx(0.016, abs=5e-4)
 
 
-# R^2 of transfer ASR on overlap, dataset / task (PROTOCOL_V2 section 7, two decimals)
+# R^2 of transfer ASR on overlap, dataset / task (docs/protocol.md section 6.7, two decimals)
 TRANSFER_R2 = {"resnet18": (0.42, 0.78), "resnet50": (0.32, 0.77), "resnet101": (0.10, 0.21),
                "resnet152": (0.30, 0.77), "vit_tiny_patch16_224": (0.40, 0.83),
                "vit_small_patch32_224": (0.32, 0.79), "vit_base_patch32_224": (0.10, 0.60),

@@ -1,5 +1,5 @@
 """`reprsim summary --study v2`: the study's v2 headline and accuracy tables from its published
-layout (PROTOCOL_V2 section 7's numbers), `--compare`, and the recursive folder scan."""
+layout (docs/protocol.md section 6.7's numbers), `--compare`, and the recursive folder scan."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def test_headline_as_published(study):
     assert list(study.mi.columns) == list(S.HEADLINE)
 
 
-# Per architecture (PROTOCOL_V2 section 7, three decimals). The protocol's 0.846 for the
+# Per architecture (docs/protocol.md section 6.7, three decimals). The protocol's 0.846 for the
 # ResNet partitions is 0.84546 from the files (mean of 0.68845 twice and 1.00248 twice):
 # the only value that needs the looser tolerance.
 PER_ARCH = {"Dataset Overlap": {"resnet": 1.303, "vit": 1.120, "gpt": 0.198, "llama": 0.083,
@@ -68,7 +68,7 @@ def test_files_are_placed_by_header(study):
     assert (placed["placed_in"] == S.ACCURACY_TABLE).sum() == 32 + 8
 
 
-# Accuracy per model, CIFAR-100 dataset/task; TinyImageNet dataset/task (PROTOCOL_V2 section 7)
+# Accuracy per model, CIFAR-100 dataset/task; TinyImageNet dataset/task (docs/protocol.md section 6.7)
 ACCURACY = {"ResNet-18": (76.19, 84.36, 72.77, 81.02), "ResNet-50": (81.57, 88.12, 82.77, 88.15),
             "ResNet-101": (83.43, 89.55, 86.47, 91.01), "ResNet-152": (85.42, 90.96, 85.45, 90.42),
             "ViT-T": (84.21, 90.73, 77.04, 85.10), "ViT-S": (86.90, 92.09, 79.80, 86.57),

@@ -6,7 +6,7 @@ Writes under the data root ($REPRSIM_DATA, default data/):
 - ffcv/shapes_<side>/{train,test}.beton: the first 1024 / 256 images of the registry's
   generated `shapes` set (8 classes) at <side> px;
 - ffcv/sklearn_digits_<side>/ and ffcv/sample_patches_<side>/ test betons (probe sets);
-- weights/tiny_resnet18.safetensors and weights/tiny_vit.safetensors: randomly initialised
+- weights/tiny_resnet.safetensors and weights/tiny_vit.safetensors: randomly initialised
   timm models (seeded, 1000-way heads as timm's defaults), which the tiny configs load
   through the pretrained-file path as if they were downloaded weights.
 Everything already complete is kept; a rerun writes nothing.
@@ -21,7 +21,7 @@ N_TRAIN, N_TEST = 1024, 256
 PROBES = ("sklearn_digits", "sample_patches")
 # The tiny models of the tiny configs (model_kwargs there must match these).
 TINY_MODELS = {
-    "tiny_resnet18": ("resnet18", {}),
+    "tiny_resnet": ("resnet18", {"layers": [1, 1, 1, 1]}),  # one block per stage
     "tiny_vit": ("vit_tiny_patch16_224", {"img_size": 32, "patch_size": 8, "depth": 2,
                                           "embed_dim": 32, "num_heads": 2}),
 }

@@ -234,6 +234,20 @@ def save_blocks(pair_dir: Path, column: str, model_idx: int, blocks: list[torch.
             np.save(fh, b.numpy().astype(np.float32), allow_pickle=False)
 
 
+def base_of(args: dict):
+    """The base model as the config names it, else the folder args.json recorded (a run
+    measured with another $REPRSIM_DATA than it trained with)."""
+    from ...models import llama
+
+    try:
+        return llama.resolve(_cfg(args)["base_model"])
+    except UserError:
+        rec = args.get("base_model", {})
+        if rec.get("path") and (Path(rec["path"]) / "config.json").is_file():
+            return llama.Found(rec.get("ref", rec["path"]), Path(rec["path"]), rec.get("revision"))
+        raise
+
+
 def val_losses(pair_dir: Path) -> list[float]:
     from .train import CHECKPOINT, STATE
 
@@ -256,14 +270,13 @@ def measure_pair(pair_dir: Path, args: dict, opts, cache: dict) -> dict[str, lis
 
 
 def _measure(pair_dir: Path, args: dict, opts, cache: dict) -> dict[str, list[list[str]]]:
-    from ...models import llama
     from .train import data_folders, recipe
 
     cfg = _cfg(args)
     where = pair_label(pair_dir)
     losses = val_losses(pair_dir)
     split = splits.load(pair_dir / "split_indices")
-    found = llama.resolve(cfg["base_model"])
+    found = base_of(args)
     recorded = args.get("base_model", {}).get("revision")
     if recorded and found.revision and recorded != found.revision:
         warn(f"{where}: trained on revision {recorded} of {cfg['base_model']}, measuring on {found.revision}")
