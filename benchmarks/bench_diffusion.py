@@ -106,7 +106,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--quick", action="store_true", help="fewer steps and images (GPU check)")
-    p.add_argument("--batch", type=int, default=None, help="training batch (default 8 CPU, 256 CUDA)")
+    p.add_argument("--batch", type=int, default=None,
+                   help="training batch (default 8 CPU, 256 CUDA)")
     p.add_argument("--steps", type=int, default=None, help="timed steps (default 3 CPU, 20 CUDA)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default 1 on a CPU: these convolutions scale badly "
@@ -128,7 +129,8 @@ def main() -> int:
     batch = args.batch or (256 if cuda else (4 if args.quick else 8))
     steps = args.steps or ((5 if args.quick else 20) if cuda else (1 if args.quick else 3))
     images = (2048 if cuda else 64) // (4 if args.quick else 1)
-    print(f"diffusers {diffusers.__version__}; device {args.device} ({torch.cuda.get_device_name() if cuda else f'{torch.get_num_threads()} threads'}), "
+    where = torch.cuda.get_device_name() if cuda else f"{torch.get_num_threads()} threads"
+    print(f"diffusers {diffusers.__version__}; device {args.device} ({where}), "
           f"torch {torch.__version__}, training batch {batch}, {steps} timed steps")
     print("| configuration | train steps/s | train images/s | feature images/s |")
     print("|---|---|---|---|")

@@ -21,11 +21,12 @@
 #
 # Environment on the GPU machine: run from the working tree (PYTHONPATH=. is set here),
 # python3 with its own torch; wheels for what it lacks (diffusers, ...) are installed from
-# .whl/ in the repository root when that folder exists (pip --no-index --target /tmp/site).
+# .whl/ in the repository root when that folder exists (pip --no-index --target /tmp/site,
+# put on the path after the machine's own packages).
 # --cpu-dry-run: every section on the CPU with tiny sizes, to prove the script works; the
 # numbers are then CPU numbers and labelled so; the caps are tripled (budget 900 s) for a
-# small shared CPU. Rows (JSON lines), the per-section logs and
-# the table go to --out (default: $OUT when set, else gpu_check_out/).
+# small shared CPU. Four files go to --out (default: $OUT when set, else gpu_check_out/):
+# table.md, rows.jsonl (one JSON line per measured value), status.tsv, sections.log.
 set -uo pipefail
 
 only="" budget="" dry=0 out="${OUT:-gpu_check_out}"
@@ -56,8 +57,14 @@ else
 fi
 if [ "$dry" = 0 ] && compgen -G ".whl/*.whl" >/dev/null; then
     echo "installing $(ls .whl/*.whl | wc -l) wheel(s) from .whl/ into /tmp/site"
-    "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl && export PYTHONPATH="$PYTHONPATH:/tmp/site"
+    if "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target /tmp/site .whl/*.whl; then
+        # After the machine's own packages (a .pth in its site-packages is read last), so a
+        # wheel only adds what is missing; PYTHONPATH (read first) where that is not writable.
+        site=$("$py" -c 'import site; print(site.getsitepackages()[0])')
+        echo /tmp/site 2>/dev/null >"$site/zz_gpu_check_wheels.pth" ||
+            export PYTHONPATH="$PYTHONPATH:/tmp/site"
+    fi
 fi
 
 all=(tests train pack profile metrics extract gpt finetune diffusion llm)
@@ -73,6 +80,7 @@ else
 fi
 
 mkdir -p "$out"
+logs=$(mktemp -d)  # one log per section; joined into $out/sections.log at the end
 rows="$out/rows.jsonl" status="$out/status.tsv"
 : >"$rows"
 : >"$status"
@@ -85,9 +93,9 @@ run_section() {  # name, limit, command...
     local t0 rc
     t0=$(date +%s)
     echo "== $name (limit ${limit} s): $*"
-    timeout -k 5 "$limit" "$@" >"$out/$name.log" 2>&1
+    timeout -k 5 "$limit" "$@" >"$logs/$name.log" 2>&1
     rc=$?
-    tail -n 15 "$out/$name.log"
+    tail -n 15 "$logs/$name.log"
     local state=ok
     [ $rc -eq 124 ] || [ $rc -eq 137 ] && state="killed at ${limit} s"
     [ $rc -ne 0 ] && [ "$state" = ok ] && state="failed (exit $rc)"
@@ -143,8 +151,20 @@ done
     done <"$status"
     echo
     "$py" benchmarks/bench_gpu.py table "$rows"
+    for s in finetune diffusion llm; do  # their own tables, from their logs
+        if [ -f "$logs/$s.log" ] && grep -q '^|' "$logs/$s.log"; then
+            echo
+            echo "$s (benchmarks/bench_$s.py --quick):"
+            echo
+            grep '^|' "$logs/$s.log"
+        fi
+    done
     echo
-    echo "total $(($(date +%s) - started)) s; logs in $out/"
+    echo "total $(($(date +%s) - started)) s; section logs in $out/sections.log"
 } | tee "$out/table.md"
+for s in "${chosen[@]}"; do
+    [ -f "$logs/$s.log" ] && { echo "===== $s"; cat "$logs/$s.log"; }
+done >"$out/sections.log"
+rm -rf "$logs"
 grep -qv $'\tok\t\|\tnot present\|\tskipped' "$status" && exit 1
 exit 0

@@ -78,28 +78,34 @@ def write_shapes(root: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory):
+def data_env(tmp_path_factory):
+    """The data and runs roots of this module, with small shapes betons written."""
     root = tmp_path_factory.mktemp("diffusion")
+    threads = torch.get_num_threads()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("REPRSIM_DATA", str(root / "data"))
         mp.setenv("REPRSIM_RUNS", str(root / "runs"))
         mp.setenv("REPRSIM_VERIFY", "0")
         write_shapes(root / "data")
-        threads = torch.get_num_threads()
-        # Record the raw parameters after every optimiser step, to recompute the EMA here.
-        seen: list[list[torch.Tensor]] = []
-        original = dtrain.Ema.update
+        yield root
+    torch.set_num_threads(threads)  # the configs train on one thread
 
-        def update(self, model):
-            seen.append([p.detach().double().clone() for p in model.parameters()])
-            original(self, model)
 
+@pytest.fixture(scope="module")
+def env(data_env):
+    """One trained dataset-split pair, with the raw parameters of every optimiser step."""
+    seen: list[list[torch.Tensor]] = []
+    original = dtrain.Ema.update
+
+    def update(self, model):
+        seen.append([p.detach().double().clone() for p in model.parameters()])
+        original(self, model)
+
+    with pytest.MonkeyPatch.context() as mp:
         mp.setattr(dtrain.Ema, "update", update)
-        cfg = write_config(root, "dtest_ds")
+        cfg = write_config(data_env, "dtest_ds")
         folder = dtrain.train_pair(cfg, 0, 0.5, device="cpu")
-        mp.setattr(dtrain.Ema, "update", original)
-        yield {"root": root, "cfg": cfg, "pair": folder, "raw_steps": seen}
-        torch.set_num_threads(threads)
+    return {"root": data_env, "cfg": cfg, "pair": folder, "raw_steps": seen}
 
 
 def test_study_unet_configuration():
@@ -127,10 +133,13 @@ def test_cosine_schedule_matches_diffusers():
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=peak)
     sched = get_cosine_schedule_with_warmup(opt, warmup, total)
     for step in range(30):
-        assert dtrain.cosine_lr(step, peak, warmup, total) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-12, abs=1e-15)
+        want = opt.param_groups[0]["lr"]
+        got = dtrain.cosine_lr(step, peak, warmup, total)
+        assert got == pytest.approx(want, rel=1e-12, abs=1e-15)
         opt.step()
         sched.step()
-    recipe = {"lr": 5e-4, "batch_size": 512, "lr_batch": 1280, "steps": 30000, "schedule_factor": 1.1}
+    recipe = {"lr": 5e-4, "batch_size": 512, "lr_batch": 1280, "steps": 30000,
+              "schedule_factor": 1.1}
     assert dtrain.peak_lr(recipe) == pytest.approx(2e-4)  # the study's 2e-4 x batch / 512
     assert dtrain.schedule_length(recipe) == 33000
 
@@ -153,7 +162,8 @@ def test_ema_matches_diffusers_ema_model():
 
 def test_training_loss_falls(env):
     for i in (0, 1):
-        rows = [json.loads(line) for line in (env["pair"] / f"split_{i}" / "log.txt").read_text().splitlines()]
+        log = (env["pair"] / f"split_{i}" / "log.txt").read_text()
+        rows = [json.loads(line) for line in log.splitlines()]
         assert [r["step"] for r in rows] == [4, 8, 12, 16]
         assert rows[-1]["loss"] < 0.8 * rows[0]["loss"]
     status = runs.read_status(env["pair"])
@@ -196,7 +206,8 @@ sys.exit(main(["train", sys.argv[1], "--seed", "0", "--frac", "0.5", "--device",
 
 def test_resume_after_a_kill_is_bit_identical(env, capsys):
     write_config(env["root"], "dtest_resume")
-    proc = subprocess.run([sys.executable, "-c", KILL_AT_STEP_6, str(env["root"] / "dtest_resume.toml")],
+    config = str(env["root"] / "dtest_resume.toml")
+    proc = subprocess.run([sys.executable, "-c", KILL_AT_STEP_6, config],
                           env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
@@ -230,8 +241,8 @@ def test_features_dimension_pooling_and_reproducibility(env):
     noisy = [dmeasure.draws(len(x0), tuple(x0.shape[1:]), timestep=-1, seed=0, k=0)]
     again = [dmeasure.draws(len(x0), tuple(x0.shape[1:]), timestep=-1, seed=0, k=0)]
     assert all(torch.equal(a, b) for a, b in zip(noisy[0], again[0], strict=True))
-    final, blocks, _ = dmeasure.extract([m0, m1], [8, 8], x0, idx, noisy, batch_size=16, device="cpu",
-                                        blocks=True)
+    final, blocks, _ = dmeasure.extract([m0, m1], [8, 8], x0, idx, noisy, batch_size=16,
+                                        device="cpu", blocks=True)
     assert final[0].shape == (40, 2 * 8)  # 2 x channels of the last norm (8 for the tiny UNet)
     assert set(blocks[0]) == {"down_0", "down_1", "down_2", "mid", "up_0", "up_1", "up_2"}
     # The pooling recomputed from the raw conv_act output with numpy (float64).
@@ -310,7 +321,8 @@ def test_sample_writes_a_png_grid(env, tmp_path, capsys):
 def test_bad_config_is_one_error_line(env, capsys):
     path = Path(env["root"]) / "dtest_bad.toml"
     text = textwrap.dedent(CONFIG.format(split="dataset", steps=2))
-    path.write_text(text.replace('preset = "tiny"', 'preset = "tiny"\nblock_out_channels = [6, 16, 16]'))
+    bad = 'preset = "tiny"\nblock_out_channels = [6, 16, 16]'  # 6 channels, groups of 4
+    path.write_text(text.replace('preset = "tiny"', bad))
     assert main(["train", str(path), "--seed", "0", "--frac", "0.5", "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "divisible by norm_num_groups" in err[0]
@@ -318,8 +330,8 @@ def test_bad_config_is_one_error_line(env, capsys):
 
 @pytest.mark.cuda
 @requires_cuda
-def test_cuda_mixed_precision_steps(env):
-    cfg = write_config(env["root"], "dtest_cuda", steps=4)
+def test_cuda_mixed_precision_steps(data_env):
+    cfg = write_config(data_env, "dtest_cuda", steps=4)
     folder = dtrain.train_pair(cfg, 0, 0.5, device="cuda")
     assert runs.is_finished(folder)
     state = torch.load(folder / "split_0" / dtrain.CHECKPOINT, weights_only=True)

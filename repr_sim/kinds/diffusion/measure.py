@@ -162,7 +162,8 @@ def draws(n: int, shape: tuple[int, ...], *, timestep: int, seed: int, k: int
           ) -> tuple[torch.Tensor, torch.Tensor]:
     """(timesteps [n], noise [n, *shape]) of draw k for a set of n images: image i's
     values depend on (seed, k, n, i) only."""
-    gen = torch.Generator().manual_seed(int(np.random.SeedSequence([seed, k, n]).generate_state(1)[0]))
+    state = np.random.SeedSequence([seed, k, n]).generate_state(1)[0]
+    gen = torch.Generator().manual_seed(int(state))
     t = torch.randint(0, unet_model.TRAIN_TIMESTEPS, (n,), generator=gen)
     if timestep >= 0:
         t = torch.full((n,), timestep, dtype=torch.int64)

@@ -89,7 +89,8 @@ def ddim_sample(model, labels: torch.Tensor, null_id: int, *, steps: int, guidan
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """[N, 3, H, W] in [-1, 1] -> uint8 [N, H, W, 3]."""
-    return ((x.cpu().float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    pixels = ((x.cpu().float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+    return pixels.permute(0, 2, 3, 1).numpy()
 
 
 def grid(images: np.ndarray, columns: int, pad: int = 2) -> np.ndarray:
@@ -99,7 +100,8 @@ def grid(images: np.ndarray, columns: int, pad: int = 2) -> np.ndarray:
     out = np.full((rows * (h + pad) + pad, columns * (w + pad) + pad, 3), 255, dtype=np.uint8)
     for i, img in enumerate(images):
         r, c = divmod(i, columns)
-        out[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = img
+        top, left = pad + r * (h + pad), pad + c * (w + pad)
+        out[top:top + h, left:left + w] = img
     return out
 
 

@@ -180,12 +180,11 @@ def attack_pair(pair_dir: Path, args: dict, s: Settings, device: str, cache: dic
 def wanted(pair_dir: Path, args: dict, s: Settings) -> dict:
     from .measure import inputs
 
-    sig = {}
-    for p in runs.checkpoints(pair_dir) or inputs(pair_dir, args):
-        if Path(p).is_file():
-            st = Path(p).stat()
-            sig[Path(p).name if not str(p).startswith(str(pair_dir)) else
-                str(Path(p).relative_to(pair_dir))] = [st.st_size, st.st_mtime_ns]
+    sig = {}  # checkpoint -> [size, mtime]: a retrained model makes the result stale
+    for p in map(Path, runs.checkpoints(pair_dir) or inputs(pair_dir, args)):
+        if p.is_file():
+            key = str(p.relative_to(pair_dir)) if p.is_relative_to(pair_dir) else str(p)
+            sig[key] = [p.stat().st_size, p.stat().st_mtime_ns]
     return {"version": RESULT_VERSION, "settings": s.record(), "inputs": sig}
 
 
