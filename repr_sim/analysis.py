@@ -46,6 +46,7 @@ from .atomic import atomic_write_text
 from .errors import UserError
 from .results import (  # noqa: F401  (re-exported: readers have used analysis.EMPTY etc.)
     ACCURACY_COLUMNS,
+    CALIBRATED_KINDS,
     DIFFUSION_PROBE,
     EMPTY,
     LLM_OOD_ONE_PROBE,
@@ -62,6 +63,8 @@ from .results import (  # noqa: F401  (re-exported: readers have used analysis.E
     TEXT_TASK_PROBES,
     TRANSFER_ASR,
     TRANSFER_KINDS,
+    calibrated_name,
+    calibrated_probes,
 )
 
 # Columns of the tables this module and repr_sim.summary write: a file carrying one of
@@ -158,7 +161,7 @@ class ResultFile:
         """'dataset', 'task' or 'partition' where the header (or metadata) tells; else None."""
         if self.kind.startswith("partition"):
             return "partition"
-        if self.kind == "similarity":
+        if self.kind in ("similarity", "similarity_calibrated"):
             return "task" if any(c in TASK_PROBES for c in self.value_columns) else "dataset"
         return split_from_meta(self.meta) or split_from_name(self.path)
 
@@ -273,8 +276,14 @@ def detect_kind(header: list[str], path: Path | str = "file") -> tuple[str, tupl
         wants = " or ".join(f"'{s[2][pos]}' ({s[4]})" for s in candidates)
         raise UserError(f"{path}: column {pos + 1} is {got}, expected {wants}; "
                         f"header: {','.join(header)}")
-    _, kind, keys, exact, what = complete[0]
+    # a calibrated companion has its similarity kind's keys, then probe triples C, C_p, C_tau
+    triples = [s for s in complete
+               if s[1] in CALIBRATED_KINDS and calibrated_probes(header[len(s[2]):])]
+    plain = [s for s in complete if s[1] not in CALIBRATED_KINDS]
+    _, kind, keys, exact, what = (triples or plain or complete)[0]
     rest = tuple(header[len(keys):])
+    if kind in CALIBRATED_KINDS:
+        rest = calibrated_probes(rest) or rest
     if exact:
         if rest:
             raise UserError(f"{path}: unexpected column '{rest[0]}' in a {what} "
@@ -284,7 +293,7 @@ def detect_kind(header: list[str], path: Path | str = "file") -> tuple[str, tupl
         return kind, (keys[-1],)
     if not rest:
         raise UserError(f"{path}: {what} without probe columns (header: {','.join(header)})")
-    if kind == "similarity":
+    if kind in ("similarity", "similarity_calibrated"):
         bad = [c for c in rest if not c.startswith("metric_")]
         if bad:
             raise UserError(f"{path}: column '{bad[0]}' is not a probe column "
@@ -342,7 +351,7 @@ def read_result(path: Path | str) -> ResultFile:
     if is_output_header(header):
         raise UserError(f"{path}: a table written by reprsim, not a result file")
     kind, value_columns = detect_kind(header, path)
-    if kind == "partition":  # the study's four headline probes first
+    if kind in ("partition", "partition_calibrated"):  # the study's four headline probes first
         value_columns = (tuple(c for c in PARTITION_PROBES if c in value_columns)
                          + tuple(c for c in value_columns if c not in PARTITION_PROBES))
     try:
@@ -601,6 +610,117 @@ def analyze_all_metrics(result: ResultFile | Path | str, **kwargs) -> pd.DataFra
     return pd.concat(tables, names=["metric", "probe"])
 
 
+# ---- null-calibrated companions (docs/calibration.md) ----------------------------------------
+DEFAULT_ALPHA = 0.05
+SIGNIFICANCE_COLUMNS = ("overlap", "n", "significant", "fraction")
+FDR_COLUMNS = ("significant_fdr", "fraction_fdr")
+
+
+def read_calibrated(path: Path | str) -> ResultFile:
+    """The calibrated companion of a similarity or partition file (beside it, named by
+    results.calibrated_name), or the companion itself when given."""
+    path = Path(path)
+    if path.is_file() and not is_output_header(read_header(path)):
+        kind, _ = detect_kind(read_header(path), path)
+        if kind in CALIBRATED_KINDS:
+            return read_result(path)
+        if kind not in CALIBRATED_KINDS.values():
+            raise UserError(f"{path}: a {kind} file has no calibrated companion (give a "
+                            "similarity file or its platonic_calibrated*.csv)")
+    companion = path.with_name(calibrated_name(path.name))
+    if not companion.is_file():
+        raise UserError(f"{path}: no calibrated companion {companion.name} beside it "
+                        "(measure with `reprsim measure --calibrate`)")
+    result = read_result(companion)
+    if result.kind not in CALIBRATED_KINDS:
+        raise UserError(f"{companion}: not a calibrated companion (a {result.kind} file)")
+    return result
+
+
+def calibration_alpha(result: ResultFile) -> float:
+    """The alpha the companion was measured with (its sidecar), else DEFAULT_ALPHA."""
+    alpha = (result.meta.get("calibration") or {}).get("alpha")
+    return float(alpha) if alpha is not None else DEFAULT_ALPHA
+
+
+def check_alpha(alpha: float) -> float:
+    if not (isinstance(alpha, (int, float)) and 0.0 < float(alpha) < 1.0):
+        raise UserError(f"--alpha must be in (0, 1), got {alpha!r}")
+    return float(alpha)
+
+
+def bh_adjust(p_values) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (float64): q_(i) = min over j >= i of
+    p_(j) m / j, at most 1, in the input's order."""
+    p = np.asarray(p_values, dtype=np.float64).reshape(-1)
+    m = p.size
+    if m == 0:
+        return p
+    order = np.argsort(p, kind="stable")
+    scaled = p[order] * m / np.arange(1, m + 1, dtype=np.float64)
+    q = np.minimum.accumulate(scaled[::-1])[::-1]
+    out = np.empty(m)
+    out[order] = np.minimum(q, 1.0)
+    return out
+
+
+def significance(result: ResultFile, metric: str | None = "cka", *, alpha: float | None = None,
+                 fdr: bool = False, columns: tuple[str, ...] | None = None) -> pd.DataFrame:
+    """Per probe column and overlap level: the pairs with a p-value (empty probes, -1, left
+    out), how many are significant (p <= alpha) and their fraction; with `fdr` also after
+    the Benjamini-Hochberg adjustment over all pairs of the column (every overlap level of
+    the metric: one family per metric and probe). Index (probe, overlap)."""
+    if result.kind not in CALIBRATED_KINDS:
+        raise UserError(f"{result.path}: not a calibrated companion")
+    alpha = check_alpha(calibration_alpha(result) if alpha is None else alpha)
+    rows = result.rows(check_metric(metric))
+    x = result.x_values(rows)
+    out = []
+    for column in columns or result.value_columns:
+        p = rows[f"{column}_p"].to_numpy(dtype=np.float64)
+        keep = ~np.isclose(p, EMPTY, rtol=0.0, atol=1e-9) & ~np.isnan(p)
+        xs, ps = x[keep], p[keep]
+        q = bh_adjust(ps) if fdr else None
+        for level in np.unique(xs):
+            at = np.isclose(xs, level, rtol=0.0, atol=1e-12)
+            hits = int(np.sum(ps[at] <= alpha))
+            row = {"probe": column, "overlap": float(level), "n": int(at.sum()),
+                   "significant": hits, "fraction": hits / int(at.sum())}
+            if fdr:
+                hits_q = int(np.sum(q[at] <= alpha))
+                row.update(significant_fdr=hits_q, fraction_fdr=hits_q / int(at.sum()))
+            out.append(row)
+    names = [*SIGNIFICANCE_COLUMNS, *(FDR_COLUMNS if fdr else ())]
+    table = pd.DataFrame(out, columns=["probe", *names]).set_index(["probe", "overlap"])
+    table.attrs.update(alpha=alpha, fdr=fdr)
+    return table
+
+
+def cli_analyze_calibrated(args) -> int:
+    if getattr(args, "study", None):
+        raise UserError("--calibrated and --study v2 do not go together")
+    alpha = None if args.alpha is None else check_alpha(args.alpha)
+    result = read_calibrated(args.csv)
+    metric = check_metric(args.metric or "cka")
+    if args.all_metrics:
+        table = analyze_all_metrics(result)
+        print(describe(result, None) + ", all metrics, calibrated scores")
+    else:
+        table = analyze(result, metric)
+        print(describe(result, metric) + ", calibrated scores")
+    print(format_table(table))
+    sig = significance(result, metric, alpha=alpha, fdr=args.fdr)
+    how = " (and after Benjamini-Hochberg, one family per probe)" if args.fdr else ""
+    print(f"\nPairs significant at alpha {sig.attrs['alpha']:g} (p <= alpha){how}, "
+          f"metric {metric}:")
+    print(sig.to_string(float_format=lambda v: f"{v:.4g}"))
+    if args.out:
+        out = Path(args.out)
+        print(f"wrote {write_table(table, out)}")
+        print(f"wrote {write_table(sig, out.with_name(out.stem + '_significance.csv'))}")
+    return 0
+
+
 # ---- the study's v2 tables (docs/protocol.md section 6.7) -----------------------------------------
 STUDIES = ("v2",)
 
@@ -730,6 +850,10 @@ def describe(result: ResultFile, metric: str | None) -> str:
 
 
 def cli_analyze(args) -> int:
+    if getattr(args, "calibrated", False):
+        return cli_analyze_calibrated(args)
+    if getattr(args, "fdr", False) or getattr(args, "alpha", None) is not None:
+        raise UserError("--fdr and --alpha go with --calibrated")
     result = read_result(args.csv)
     study = getattr(args, "study", None)
     if args.metric is not None or study is None:

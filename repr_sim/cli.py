@@ -130,6 +130,16 @@ def add_measure(sub):
     p.add_argument("--force", action="store_true", help="re-measure pairs that already have a result")
     p.add_argument("--save-features", action="store_true",
                    help="also save features as .npy per model and probe set (<pair>/features/)")
+    p.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=None,
+                   help="also write the null-calibrated companion beside each similarity CSV "
+                        "(platonic_calibrated*.csv: calibrated score, p-value, tau per probe; "
+                        "docs/calibration.md); default: on")
+    p.add_argument("--permutations", type=int, default=None, metavar="K",
+                   help="permutations in each null (default 200)")
+    p.add_argument("--alpha", type=float, default=None, metavar="A",
+                   help="level of the calibration threshold tau (default 0.05)")
+    p.add_argument("--calibration-seed", type=int, default=None, metavar="S",
+                   help="seed of the permutations (default 0)")
 
 
 # ---- analysis ---------------------------------------------------------------------------
@@ -145,7 +155,18 @@ def add_analyze(sub):
                    help="the table the study's v2 notebook made for this file: its metric, "
                         "probe column(s) and rows, slips included (docs/v2_analysis.md); "
                         "default: this project's rules")
-    p.add_argument("--out", default=None, help="write the table as CSV here")
+    p.add_argument("--calibrated", action="store_true",
+                   help="the table on the null-calibrated scores (the companion beside a "
+                        "similarity file, or the companion given), and per overlap level the "
+                        "fraction of pairs significant at alpha (docs/calibration.md)")
+    p.add_argument("--alpha", type=float, default=None,
+                   help="with --calibrated: level of the significance counts (default: the "
+                        "measurement's, 0.05)")
+    p.add_argument("--fdr", action="store_true",
+                   help="with --calibrated: also count after a Benjamini-Hochberg "
+                        "false-discovery-rate adjustment (per probe column, all pairs)")
+    p.add_argument("--out", default=None, help="write the table as CSV here (with "
+                   "--calibrated also <stem>_significance.csv beside it)")
 
 
 def add_plot(sub):
@@ -160,6 +181,9 @@ def add_plot(sub):
     p.add_argument("--study", choices=["v2"], default=None,
                    help="one panel per file as the study's v2 figures (its probe and rows), "
                         "also for a single file")
+    p.add_argument("--calibrated", action="store_true",
+                   help="box plots of the null-calibrated scores (the companion beside a "
+                        "similarity file, or the companion given; docs/calibration.md)")
     p.add_argument("--out", required=True, help="figure file (.pdf, .png or .svg)")
 
 

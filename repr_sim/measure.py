@@ -96,10 +96,13 @@ from .scoring import (  # noqa: E402,F401  (the measurers' shared helpers; re-ex
     TOPK,
     Options,
     SkipPair,
+    calibrating,
+    check_calibration,
     error,
     first_line,
     format_float,
     format_metric,
+    metric_rows,
     note,
     pair_label,
     per_model_rows,
@@ -189,9 +192,12 @@ def _wanted(module, pair_dir: Path, args: dict, opts: Options) -> dict:
     result is current" covers the metric list and k, so adding a metric re-measures."""
     from .metrics import METRICS
 
-    return {"version": RESULT_VERSION, "kind": args["kind"], "probe_size": opts.probe_size,
-            "topk": opts.topk, "metrics": list(METRICS),
-            "inputs": _input_signature(pair_dir, result_inputs(module, pair_dir, args))}
+    wanted = {"version": RESULT_VERSION, "kind": args["kind"], "probe_size": opts.probe_size,
+              "topk": opts.topk, "metrics": list(METRICS),
+              "inputs": _input_signature(pair_dir, result_inputs(module, pair_dir, args))}
+    if opts.calibrate:  # K, alpha, seed; without calibration any result's raw rows will do
+        wanted["calibration"] = opts.calibration()
+    return wanted
 
 
 def _is_current(result: dict | None, wanted: dict, opts: Options) -> bool:
@@ -287,8 +293,10 @@ class _Experiment:
         if old is not None and not opts.force:
             note(f"{label}: measuring again ({_stale_reason(old, wanted)})")
         started = time.perf_counter()
-        rows = module.measure_pair(pair_dir, args, opts, self.cache)
+        with calibrating(opts.calibration()) as recorder:
+            rows = module.measure_pair(pair_dir, args, opts, self.cache)
         files = self._check_rows(module, args, rows, label)
+        companions = _companions(files, recorder, label, module)
         summary = getattr(module, "summary", default_summary)(files)
         seconds = time.perf_counter() - started
         result = {
@@ -299,6 +307,8 @@ class _Experiment:
             "files": files,
             "sidecar": {**module.sidecar(args), "experiment": args.get("experiment", self.folder.name)},
             "features_saved": bool(opts.save_features),
+            "calibration": opts.calibration(),
+            "calibrated_files": companions,
             "summary": summary,
             "seconds": round(seconds, 3),
             "host": socket.gethostname(),
@@ -323,6 +333,15 @@ class _Experiment:
                                      f"{name} row {row!r} for header {header}")
             files[name] = {"header": list(header), "rows": [list(r) for r in rows[name]]}
         return files
+
+    @staticmethod
+    def _calibration_of(results: list[tuple[Path, dict]]) -> dict | None:
+        """The calibration settings all merged results share (None: not all calibrated, or
+        with different settings): only then are companions written."""
+        settings = [r.get("calibration") for _, r in results]
+        if not settings or settings[0] is None or any(c != settings[0] for c in settings):
+            return None
+        return settings[0]
 
     def _attempt(self, pair_dir: Path) -> None:
         try:
@@ -410,6 +429,7 @@ class _Experiment:
                             f"{pair_label(pair_dir)}: {','.join(spec['header'])}); "
                             f"were they trained with different probe configs?")
                     bodies[name].extend(",".join(row) for row in spec["rows"])
+            self._merge_companions(results, headers)
             for name, (header, _) in headers.items():
                 runs.remove_temporaries(self.folder, name)
                 runs.remove_temporaries(self.folder, Path(name).with_suffix(".json").name)
@@ -417,6 +437,69 @@ class _Experiment:
                 runs.write_if_changed(self.folder / name, text.encode("utf-8"))
                 meta = runs.json_bytes(sidecars[name])
                 runs.write_if_changed((self.folder / name).with_suffix(".json"), meta)
+
+
+    def _merge_companions(self, results: list[tuple[Path, dict]], headers: dict) -> None:
+        """The calibrated companions (results.calibrated_name) of the similarity files, from
+        the per-pair results, when every merged pair carries the same calibration; else a
+        companion left from an earlier run would describe other rows: it is removed."""
+        from . import results as schema
+
+        settings = self._calibration_of(results)
+        for name, (header, _) in headers.items():
+            companion = self.folder / schema.calibrated_name(name)
+            if not _is_similarity_header(header):
+                continue
+            specs = [r.get("calibrated_files", {}).get(companion.name) for _, r in results]
+            if settings is None or any(spec is None for spec in specs):
+                for path in (companion, companion.with_suffix(".json")):
+                    if path.is_file():
+                        path.unlink()
+                        note(f"{path}: removed (not every pair of {name} is calibrated with "
+                             f"the same settings; measure with --calibrate to rewrite it)")
+                continue
+            runs.remove_temporaries(self.folder, companion.name)
+            runs.remove_temporaries(self.folder, companion.with_suffix(".json").name)
+            lines = [",".join(specs[0]["header"])]
+            lines += [",".join(row) for spec in specs for row in spec["rows"]]
+            runs.write_if_changed(companion, ("\n".join(lines) + "\n").encode("utf-8"))
+            meta = {**results[0][1].get("sidecar", {}), "calibration": settings}
+            runs.write_if_changed(companion.with_suffix(".json"), runs.json_bytes(meta))
+
+
+def _is_similarity_header(header: list[str]) -> bool:
+    """A similarity or partition file's header (the files that get a calibrated companion)."""
+    from . import results as schema
+
+    for keys in (schema.SIMILARITY_KEYS, schema.PARTITION_KEYS):
+        if tuple(header[:len(keys)]) == keys and len(header) > len(keys):
+            return True
+    return False
+
+
+def _companions(files: dict[str, dict], recorder, label: str, module) -> dict[str, dict]:
+    """{companion name: {"header", "rows"}} of a pair's similarity files (none when not
+    calibrating): the rows metric_rows recorded for each of the file's rows."""
+    from . import results as schema
+
+    if recorder is None:
+        return {}
+    out = {}
+    for name, spec in files.items():
+        header = spec["header"]
+        if not _is_similarity_header(header):
+            continue
+        n_keys = len(schema.SIMILARITY_KEYS if header[:3] == list(schema.SIMILARITY_KEYS)
+                     else schema.PARTITION_KEYS)
+        rows = recorder.companion(spec["rows"])
+        if rows is None:
+            raise ValueError(f"{label}: measurer {module.__name__} built {name} rows without "
+                             "repr_sim.scoring.similarity_rows / metric_rows: no calibrated "
+                             "companion (measure with --no-calibrate)")
+        out[schema.calibrated_name(name)] = {
+            "header": [*header[:n_keys], *schema.calibrated_columns(header[n_keys:])],
+            "rows": rows}
+    return out
 
 
 # ---- folders ----------------------------------------------------------------------------------
@@ -458,6 +541,8 @@ def expand(folders: list[Path | str]) -> list[Path]:
 def measure(folders: list[Path | str], opts: Options, cache: dict | None = None) -> int:
     """Measure every experiment folder; returns the exit code (see the module docstring)."""
     checked = [check_folder(Path(f)) for f in folders]  # all of them before any work
+    if opts.calibrate:
+        check_calibration(opts.permutations, opts.alpha)
     cache = {} if cache is None else cache
     finished = merged = 0
     for folder in checked:
@@ -490,10 +575,16 @@ def cli_measure(args) -> int:
         value = getattr(args, name, None)
         if value is not None and value < 1:
             raise UserError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    calibration = {}  # options not given (None) keep Options' defaults
+    for name in ("calibrate", "permutations", "alpha", "calibration_seed"):
+        if getattr(args, name, None) is not None:
+            calibration[name] = getattr(args, name)
+    probe = Options(**calibration)
+    check_calibration(probe.permutations, probe.alpha)
     torch.set_num_threads(int(args.workers or usable_cpus()))
     opts = Options(probe_size=args.probe_size, batch_size=args.batch_size,
                    device=resolve_device(args.device), force=args.force,
-                   save_features=args.save_features)
+                   save_features=args.save_features, **calibration)
     folders = [Path(f) for f in args.runs_dirs]
     if getattr(args, "below", False):
         from .paths import runs_root

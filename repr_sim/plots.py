@@ -218,6 +218,9 @@ def plot_scores(result: analysis.ResultFile, metric: str | None = "cka", table=N
     # Own y range per panel: an in-distribution CKA moving within 0.90-0.93 would be a flat
     # line on the axis of an OOD probe spanning 0.3-0.7.
     what = metric_title(metric) if metric else _value_label(result).replace(" (%)", "").lower()
+    calibrated = result.kind in analysis.CALIBRATED_KINDS  # a null-calibrated companion
+    if calibrated:
+        what = f"calibrated {what}"
     fig, axes = _figure(len(columns), _suptitle(result, what), titles=result.has_metrics)
     fractions = result.x_values(result.rows(metric))  # every panel gets the same ticks
     for i, (ax, column) in enumerate(zip(axes, columns, strict=True)):
@@ -234,7 +237,8 @@ def plot_scores(result: analysis.ResultFile, metric: str | None = "cka", table=N
         if result.has_metrics:  # (a lone accuracy panel says it on its y axis)
             ax.set_title(table.loc[column, "title"])
         if i % _grid(len(columns))[1] == 0:
-            ax.set_ylabel(metric_title(metric) if metric else _value_label(result))
+            ax.set_ylabel((f"Calibrated {metric_title(metric)}" if calibrated else
+                           metric_title(metric)) if metric else _value_label(result))
         _style_axes(ax)
     fig.supxlabel(_x_label(result), y=0.04 / fig.get_figheight(), va="bottom",
                   fontsize=STYLE["axes.labelsize"])
@@ -417,7 +421,12 @@ def cli_plot(args) -> int:
     paths = args.csv if isinstance(args.csv, list) else [args.csv]
     if args.metric is not None:
         analysis.check_metric(args.metric)
-    results = [analysis.read_result(p) for p in paths]
+    if getattr(args, "calibrated", False):  # the companions beside the files (or given)
+        if len(paths) > 1 or getattr(args, "study", None):
+            raise UserError("--calibrated draws one file (without --study)")
+        results = [analysis.read_calibrated(paths[0])]
+    else:
+        results = [analysis.read_result(p) for p in paths]
     if len(results) > 1 or getattr(args, "study", None):
         fig = plot_model_sizes(results, args.metric)  # the study's v2 figures
     else:

@@ -126,3 +126,48 @@ SCHEMAS += (
     Schema("transfer_directions", TRANSFER_DIRECTIONS_COLUMNS, True,
            "transfer-attack file, both directions"),
 )
+
+# ---- null-calibrated companions (issue 14; docs/calibration.md) -------------------------------
+# `reprsim measure --calibrate` writes beside each similarity (or partition) file a companion
+# with the SAME rows (same key columns, same order) and, per probe column C of the file, three
+# columns: C (the calibrated score), C_p (the permutation p-value), C_tau (the null threshold
+# at the measurement's alpha); -1 in all three for an empty probe set. Its name: "_calibrated"
+# after the file's "platonic" token (platonic_ffcv.csv -> platonic_calibrated_ffcv.csv,
+# platonic.csv -> platonic_calibrated.csv, demo_ds_platonic.csv ->
+# demo_ds_platonic_calibrated.csv), else after the stem. Its sidecar (<stem>.json) is the
+# similarity file's plus "calibration": {"permutations", "alpha", "seed"}. A companion is
+# recognised by its header: the keys of its similarity kind, then probe columns in triples
+# C, C_p, C_tau (CALIBRATED_SUFFIXES).
+CALIBRATED_SUFFIXES = ("", "_p", "_tau")  # calibrated score, p-value, threshold
+CALIBRATED_TOKEN = "_calibrated"
+CALIBRATED_KINDS = {"similarity_calibrated": "similarity", "partition_calibrated": "partition"}
+SCHEMAS += (
+    Schema("similarity_calibrated", SIMILARITY_KEYS, False, "calibrated similarity file"),
+    Schema("partition_calibrated", PARTITION_KEYS, False,
+           "calibrated label-partition similarity file"),
+)
+
+
+def calibrated_name(name: str) -> str:
+    """The companion's file name of a similarity file's name (see above)."""
+    stem, dot, suffix = name.rpartition(".")
+    if not dot:
+        stem, suffix = name, ""
+    at = stem.find("platonic")
+    cut = at + len("platonic") if at >= 0 else len(stem)
+    return f"{stem[:cut]}{CALIBRATED_TOKEN}{stem[cut:]}" + (f".{suffix}" if dot else "")
+
+
+def calibrated_columns(probe_columns) -> list[str]:
+    """C, C_p, C_tau for each probe column C, in order."""
+    return [f"{c}{s}" for c in probe_columns for s in CALIBRATED_SUFFIXES]
+
+
+def calibrated_probes(columns) -> tuple[str, ...] | None:
+    """The probe columns C of a companion's value columns (triples C, C_p, C_tau), or None
+    when the columns are not such triples."""
+    columns = tuple(columns)
+    if not columns or len(columns) % len(CALIBRATED_SUFFIXES):
+        return None
+    probes = columns[::len(CALIBRATED_SUFFIXES)]
+    return probes if list(columns) == calibrated_columns(probes) else None

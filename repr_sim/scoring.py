@@ -7,6 +7,8 @@ The kinds' measure modules (repr_sim.kinds.<kind>.measure) import from here; the
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import math
 import sys
 import zlib
@@ -38,6 +40,18 @@ class Options:
     force: bool = False
     save_features: bool = False
     topk: int = TOPK
+    # null calibration (docs/calibration.md): a calibrated companion beside each similarity file
+    calibrate: bool = True
+    permutations: int = 200  # K, the permutations of one side per probe set
+    alpha: float = 0.05
+    calibration_seed: int = 0
+
+    def calibration(self) -> dict | None:
+        """What the calibration of a result depends on (None: not calibrated)."""
+        if not self.calibrate:
+            return None
+        return {"permutations": int(self.permutations), "alpha": float(self.alpha),
+                "seed": int(self.calibration_seed)}
 
 
 # ---- log lines ------------------------------------------------------------------------------
@@ -79,10 +93,93 @@ def similarity_rows(seed: int, frac_overlap: float, scores: dict[str, dict[str, 
 
     `scores`: probe column -> {metric: value}, in the header's column order.
     """
+    return metric_rows(seed, [format_float(frac_overlap)], scores)
+
+
+def metric_rows(seed: int, keys: list[str], scores: dict[str, dict[str, float]]
+                ) -> list[list[str]]:
+    """seed,metric,<keys>,<one value per probe column>: one row per metric, METRICS order
+    (similarity_rows: keys = [frac_overlap]; partition files: [partition, model0, model1]).
+
+    While a calibration is recorded (`calibrating`), each row's calibrated companion row
+    (same keys; per probe column the calibrated score, p-value and tau) is recorded too.
+    """
     from .metrics import METRICS
 
-    return [[str(int(seed)), metric, format_float(frac_overlap),
-             *(format_metric(s[metric]) for s in scores.values())] for metric in METRICS]
+    rows = [[str(int(seed)), metric, *keys, *(format_metric(s[metric]) for s in scores.values())]
+            for metric in METRICS]
+    recorder = _RECORDER.get()
+    if recorder is not None:
+        for metric, row in zip(METRICS, rows, strict=True):
+            values = []
+            for s in scores.values():
+                c = getattr(s, "calibrated", None)
+                if c is None:
+                    raise ValueError(f"calibrating, but the scores of {metric} were not "
+                                     "made by score_probe")
+                values += c[metric]
+            recorder.rows[tuple(row)] = [*row[:2 + len(keys)], *values]
+    return rows
+
+
+# ---- null calibration of the scored probe sets (docs/calibration.md) --------------------------
+class Scores(dict):
+    """score_probe's {metric: raw score}; while calibrating also `calibrated`: {metric:
+    [calibrated score, p-value, tau] formatted as the companion writes them}."""
+
+    calibrated: dict[str, list[str]] | None = None
+
+
+@dataclass
+class Recorder:
+    """What one pair's measurement records while calibrating: the settings, and for every
+    row that metric_rows made (a tuple of its cells) the companion's row."""
+
+    settings: dict
+    rows: dict
+
+    def companion(self, rows: list[list[str]]) -> list[list[str]] | None:
+        """The companion rows of a file's rows, in order; None if any was not recorded."""
+        try:
+            return [list(self.rows[tuple(r)]) for r in rows]
+        except KeyError:
+            return None
+
+
+_RECORDER: contextvars.ContextVar[Recorder | None] = contextvars.ContextVar(
+    "reprsim_calibration", default=None)
+
+
+@contextlib.contextmanager
+def calibrating(settings: dict | None):
+    """Within the block, score_probe calibrates (settings: Options.calibration()) and
+    metric_rows records the companion rows; yields the Recorder (None: settings None)."""
+    if settings is None:
+        yield None
+        return
+    check_calibration(settings["permutations"], settings["alpha"])
+    recorder = Recorder(dict(settings), {})
+    token = _RECORDER.set(recorder)
+    try:
+        yield recorder
+    finally:
+        _RECORDER.reset(token)
+
+
+def check_calibration(permutations, alpha) -> None:
+    """One clear error for a bad K or alpha (before any work)."""
+    from .calibration import _check_alpha, _check_count
+
+    try:
+        _check_count(permutations)
+        _check_alpha(alpha)
+    except ValueError as e:
+        raise UserError(str(e).replace("the number of permutations", "--permutations")
+                        .replace("alpha", "--alpha", 1)) from None
+
+
+def _calibrated_cells(c) -> list[str]:
+    return [format_metric(c.calibrated), format_metric(c.p_value), format_metric(c.tau)]
 
 
 # ---- probe sets and scoring -------------------------------------------------------------------
@@ -103,11 +200,16 @@ def probe_subset(n: int, size: int | None, name: str) -> np.ndarray:
 def empty_scores() -> dict[str, float]:
     from .metrics import METRICS
 
-    return dict.fromkeys(METRICS, EMPTY)
+    scores = Scores(dict.fromkeys(METRICS, EMPTY))
+    if _RECORDER.get() is not None:  # -1 in all three columns of the companion
+        scores.calibrated = {m: [format_metric(EMPTY)] * 3 for m in METRICS}
+    return scores
 
 
 def score_probe(feats_a, feats_b, *, name: str, where: str, topk: int = TOPK) -> dict[str, float]:
-    """Every metric of one probe set: prepare both sides and call score_all once.
+    """Every metric of one probe set: prepare both sides and call score_all once (while
+    `calibrating`: calibrate_all, whose observed scores are score_all's, the calibration
+    carried in the result's `calibrated`).
 
     An empty set gives -1 for every metric; a set too small for k nearest neighbours
     (N <= k + 1) too, with a warning naming it. A NaN (possible for the unbiased
@@ -122,7 +224,18 @@ def score_probe(feats_a, feats_b, *, name: str, where: str, topk: int = TOPK) ->
         warn(f"{where}: probe set {name} has {n} inputs, too few to score with k = {topk} "
              f"(needs more than {topk + 1}); its metrics are -1")
         return empty_scores()
-    scores = score_all(prepare(feats_a), prepare(feats_b), topk=topk)
+    recorder = _RECORDER.get()
+    if recorder is None:
+        scores = Scores(score_all(prepare(feats_a), prepare(feats_b), topk=topk))
+    else:  # calibrate_all's observed scores are exactly score_all's
+        from .calibration import calibrate_all
+
+        cal = recorder.settings
+        results = calibrate_all(prepare(feats_a), prepare(feats_b),
+                                n_permutations=cal["permutations"], seed=cal["seed"],
+                                alpha=cal["alpha"], topk=topk)
+        scores = Scores({m: r.score for m, r in results.items()})
+        scores.calibrated = {m: _calibrated_cells(r) for m, r in results.items()}
     bad = [m for m, v in scores.items() if math.isnan(v)]
     if bad:
         warn(f"{where}: probe set {name}: {', '.join(bad)} undefined (NaN) on these features")

@@ -50,6 +50,8 @@ SKIPPED_FOLDERS = {"pretrain_resnet18": "v1 ResNet-18 copies the study's noteboo
                    "resnet_train_from_scratch": "v1 ResNet-18 copies the study's notebook does "
                                                 "not read"}
 TRANSFER_NOTE = "transfer success (enters no table; see reprsim consequences)"
+CALIBRATED_NOTE = "calibrated companion (enters summary_mi_calibrated.csv)"
+CALIBRATED_MI_CSV = "summary_mi_calibrated.csv"
 
 
 @dataclass
@@ -60,6 +62,9 @@ class Summary:
     files: pd.DataFrame     # one row per CSV: where it went and why
     acc_by_model: pd.DataFrame = None  # the study's v2 layout (acc_by_model); may be empty
     study: str | None = None
+    # the headline table on the null-calibrated companions (rows mutual_information,
+    # r_squared, significant_fraction), None when the folder has none (docs/calibration.md)
+    mi_calibrated: pd.DataFrame | None = None
 
 
 # ---- finding the files ------------------------------------------------------------------
@@ -113,7 +118,8 @@ def _companion_stem(stem: str) -> str:
 
 def split_of(result: ResultFile, by_stem: dict[Path, ResultFile]) -> str | None:
     """The split kind; an accuracy file without metadata borrows its similarity file's."""
-    if result.kind in ("similarity", "partition", "partition_accuracy"):
+    if result.kind in ("similarity", "partition", "partition_accuracy",
+                       *analysis.CALIBRATED_KINDS):
         return result.split
     from_meta = analysis.split_from_meta(result.meta)
     if from_meta:
@@ -135,7 +141,7 @@ def file_scores(result: ResultFile, metric: str | None = "cka", study: str | Non
         return (float(table["mutual_information"].mean()), float(table["r_squared"].mean()),
                 tuple(columns))
     columns = result.value_columns
-    if result.kind == "partition":
+    if result.kind in ("partition", "partition_calibrated"):
         # the study's four probe columns (docs/protocol.md section 4); the v2 files have only the
         # first, which is required
         if analysis.PARTITION_VAL_PROBE not in columns:
@@ -251,6 +257,9 @@ def _placed_row(result: ResultFile, name: str, by_stem, metric, study) -> tuple[
     if result.kind in analysis.TRANSFER_KINDS:
         row["placed_in"] = f"skipped: {TRANSFER_NOTE}"
         return row, []
+    if result.kind in analysis.CALIBRATED_KINDS:
+        row["placed_in"] = f"skipped: {CALIBRATED_NOTE}"
+        return row, []
     row["placed_in"] = ACCURACY_TABLE
     return row, accuracy_rows(result, arch, row["overlap"], name)
 
@@ -282,8 +291,37 @@ def summarize(folder: Path | str, *, metric: str | None = None, exclude: tuple[s
     files = pd.DataFrame(placed)
     mi, by_arch = headline(files)
     full = pd.DataFrame(acc_rows, columns=[*ACC_COLUMNS, "model"])
+    companions = [r for r in results if r.kind in analysis.CALIBRATED_KINDS]
+    mi_calibrated = (calibrated_headline(companions, by_stem, metric)
+                     if companions and study is None else None)
     return Summary(mi=mi, by_arch=by_arch, acc=full[list(ACC_COLUMNS)], files=files,
-                   acc_by_model=acc_by_model(full), study=study)
+                   acc_by_model=acc_by_model(full), study=study, mi_calibrated=mi_calibrated)
+
+
+def calibrated_headline(companions: list[ResultFile], by_stem, metric: str | None
+                        ) -> pd.DataFrame:
+    """The headline table on calibrated companions (this project's rules, as `headline`):
+    MI and R^2 of the calibrated scores, and the fraction of pairs significant at the
+    measurement's alpha (mean over the file's columns and overlap levels' pairs), each the
+    mean over files of an architecture, then over architectures."""
+    rows = []
+    for result in companions:
+        mi, r2, columns = file_scores(result, metric)
+        sig = analysis.significance(result, metric or "cka", columns=columns)
+        per_column = sig.groupby(level="probe").sum()
+        fraction = float((per_column["significant"] / per_column["n"]).mean())
+        arch, _ = analysis.architecture(result)
+        rows.append({"placed_in": OVERLAP_NAMES.get(split_of(result, by_stem) or "", ""),
+                     "architecture": arch or "unknown", "mutual_information": mi,
+                     "r_squared": r2, "significant_fraction": fraction})
+    files = pd.DataFrame(rows)
+    stats = ("mutual_information", "r_squared", "significant_fraction")
+    table = pd.DataFrame(index=list(stats), columns=list(HEADLINE), dtype=float)
+    for column in HEADLINE:
+        placed = files[files["placed_in"] == column]
+        for stat in stats:
+            table.loc[stat, column] = _mean_over_arches(placed, stat)
+    return table
 
 
 def compare(project: Summary, study: Summary) -> pd.DataFrame:
@@ -416,6 +454,9 @@ def write_summary(summary: Summary, out: Path | str, *, latex: bool = False) -> 
     written = [out / "summary_mi.csv", out / "summary_acc.csv"]
     atomic_write_text(written[0], summary.mi.to_csv())
     atomic_write_text(written[1], summary.acc.to_csv(index=False))
+    if summary.mi_calibrated is not None:
+        written.append(out / CALIBRATED_MI_CSV)
+        atomic_write_text(written[-1], summary.mi_calibrated.to_csv())
     by_model = summary.acc_by_model is not None and len(summary.acc_by_model)
     if by_model:
         written.append(out / "summary_acc_by_model.csv")
@@ -593,6 +634,10 @@ def cli_summary(args) -> int:
     summary = summarize(args.results_dir, metric=metric, exclude=exclude, study=study)
     out = args.out or args.results_dir
     print(format_summary(summary, metric))
+    if summary.mi_calibrated is not None:
+        print(f"\nCalibrated headline table ({metric or 'cka'} on the null-calibrated companions; "
+              "significant_fraction: pairs with p <= the measurement's alpha):")
+        print(summary.mi_calibrated.to_string(float_format=lambda v: f"{v:.3f}"))
     written = write_summary(summary, out, latex=args.latex)
     if args.latex:
         print("\n" + latex_mi(summary.mi) + "\n\n" + latex_acc(summary.acc))

@@ -34,13 +34,13 @@ import torch
 
 from ... import results, splits
 from ...errors import UserError
-from ...metrics import METRICS
 from ...models import timm_models
 from ...scoring import (
     EMPTY,
     SkipPair,
     first_line,
     format_metric,
+    metric_rows,
     pair_label,
     per_model_rows,
     probe_subset,
@@ -255,7 +255,7 @@ def measure_partition(pair_dir: Path, args: dict, opts, cache: dict) -> dict[str
         i, j = names.index(a), names.index(b)
         s = score_probe(probe[i], probe[j], name=column, where=f"{pair_label(pair_dir)} {a}/{b}",
                         topk=opts.topk)
-        rows += [[seed, metric, part, a, b, format_metric(s[metric])] for metric in METRICS]
+        rows += metric_rows(int(seed), [part, a, b], {column: s})
     acc_rows = [[seed, part, n, format_metric(a)] for n, a in zip(names, accs, strict=True)]
     return {SIM_CSV: rows, ACC_CSV: acc_rows}
 

@@ -34,11 +34,10 @@ import torch
 from ... import results, splits
 from ...data import partition
 from ...errors import UserError
-from ...metrics import METRICS
 from ...scoring import (
     SkipPair,
     format_float,
-    format_metric,
+    metric_rows,
     pair_label,
     probe_subset,
     save_features,
@@ -150,8 +149,7 @@ def measure_pair(pair_dir: Path, args: dict, opts, cache: dict) -> dict[str, lis
         i, j = names.index(a), names.index(b)
         scores = {c: score_probe(feats[c][i], feats[c][j], name=c, where=f"{where} {a}/{b}",
                                  topk=opts.topk) for c in feats}
-        sim_rows += [[str(seed), metric, part, a, b, *(format_metric(scores[c][metric])
-                                                       for c in feats)] for metric in METRICS]
+        sim_rows += metric_rows(seed, [part, a, b], scores)
     acc_rows = [[str(seed), part, n, format_float(a)] for n, a in zip(names, accs, strict=True)]
     return {SIM_CSV: sim_rows, ACC_CSV: acc_rows}
 
