@@ -43,6 +43,15 @@ def best(fn, repeats: int) -> float:
     return min(times)
 
 
+def interleaved(first, second, repeats: int) -> tuple[float, float]:
+    """Best of `repeats` of each, alternating (a shared machine's load hits both alike)."""
+    a, b = [], []
+    for _ in range(repeats):
+        a.append(best(first, 1))
+        b.append(best(second, 1))
+    return min(a), min(b)
+
+
 def scoring_rows(k: int, repeats: int) -> list[tuple]:
     from repr_sim import scoring
 
@@ -51,14 +60,15 @@ def scoring_rows(k: int, repeats: int) -> list[tuple]:
     for n, d in SIZES:
         a, b = features(n, d)
 
-        def raw():
+        def raw(a=a, b=b):
             scoring.score_probe(a, b, name="bench", where="bench")
 
-        def calibrated():
+        def calibrated(a=a, b=b):
             with scoring.calibrating(settings):
                 scoring.score_probe(a, b, name="bench", where="bench")
 
-        t_raw, t_cal = best(raw, repeats), best(calibrated, repeats)
+        raw()  # warm-up: first-call costs are not the scoring's
+        t_raw, t_cal = interleaved(raw, calibrated, repeats)
         rows.append((f"score_probe N={n} D={d}", t_raw, t_cal))
     return rows
 
@@ -74,11 +84,11 @@ def measure_rows(k: int, repeats: int) -> list[tuple]:
     with fixtures.roots(built.data, built.runs):
         folders = [str(built.ds), str(built.task)]
         fixtures.run_measure(run, *folders, "--no-calibrate")  # warm-up (imports, decoding)
-        timings = {}
-        for label, opts in (("raw", ["--no-calibrate"]),
-                            ("cal", ["--calibrate", "--permutations", str(k)])):
-            timings[label] = best(lambda o=opts: fixtures.run_measure(run, *folders, *o), repeats)
-    rows.append(("reprsim measure, tiny test runs (5 pairs)", timings["raw"], timings["cal"]))
+        raw, cal = interleaved(
+            lambda: fixtures.run_measure(run, *folders, "--no-calibrate"),
+            lambda: fixtures.run_measure(run, *folders, "--calibrate", "--permutations", str(k)),
+            repeats)
+    rows.append(("reprsim measure, tiny test runs (5 pairs)", raw, cal))
     return rows
 
 

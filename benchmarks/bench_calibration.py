@@ -1,4 +1,4 @@
-"""Speed and memory of null calibration, repr_sim.calibration.calibrate_all (issue 14).
+"""Speed and memory of null calibration, repr_sim.metrics.calibrate_all (issue 14).
 
 For each N (default 10,000 and 50,000) and D = 512, float32, it measures in one fresh
 subprocess per N and device:
@@ -107,7 +107,8 @@ def worker(args) -> dict:
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     from bench_metrics import _features
 
-    from repr_sim import calibration, metrics
+    from repr_sim import metrics
+    from repr_sim.metrics import calibration
 
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)

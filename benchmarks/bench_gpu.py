@@ -301,7 +301,8 @@ def section_profile(args, rows: Rows) -> None:
 
 # ---- metrics and calibration on the device -----------------------------------------------------
 def section_metrics(args, rows: Rows) -> None:
-    from repr_sim import calibration, metrics
+    from repr_sim import metrics
+    from repr_sim.metrics import calibration
 
     s = sizes(args)
     gen = torch.Generator(device="cpu").manual_seed(0)

@@ -33,7 +33,7 @@ def _add(sub, name: str, spec: str, help: str, description: str | None = None):
 
 # ---- foundation -------------------------------------------------------------------------
 def add_similarity(sub):
-    p = _add(sub, "similarity", "metrics:cli_similarity",
+    p = _add(sub, "similarity", "metrics.cli:cli_similarity",
              "score two feature matrices (N x D, .npy or .pt) with the similarity metrics")
     p.add_argument("a", help="features of model A (.npy or .pt, N x D)")
     p.add_argument("b", help="features of model B (.npy or .pt, N x D)")

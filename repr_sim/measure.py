@@ -2,6 +2,8 @@
 
     reprsim measure RUNS_DIR [RUNS_DIR...] [--probe-size N] [--batch-size N]
                     [--device cpu|cuda] [--workers N] [--force] [--save-features]
+                    [--calibrate | --no-calibrate] [--permutations K] [--alpha A]
+                    [--calibration-seed S]
 
 For every experiment folder (`$REPRSIM_RUNS/<experiment>/`, made by `reprsim train`):
 
@@ -23,6 +25,18 @@ For every experiment folder (`$REPRSIM_RUNS/<experiment>/`, made by `reprsim tra
    CSVs byte-identical, mtime included. Results that are not current (a pair that failed
    after its options or checkpoints changed) are left out, so one file never mixes
    probe sizes. A NaN metric (degenerate features) is written as `nan`, with a warning.
+
+Null calibration (docs/calibration.md; on by default, --no-calibrate turns it off): every
+probe set is scored by calibration.calibrate_all (K permutations, alpha, seed; its observed
+scores are score_all's, so the study's CSVs do not change), and beside each similarity (or
+partition) CSV the merge writes its calibrated companion (results.calibrated_name, e.g.
+platonic_calibrated_ffcv.csv): the same rows, per probe column C the calibrated score C,
+the p-value C_p and the threshold C_tau (-1 for an empty probe set), with a sidecar naming
+the settings. The measurers need no code for it: scoring.calibrating (entered here per
+pair) makes score_probe calibrate, and scoring.metric_rows (similarity_rows) records each
+row's companion row. K, alpha and the seed belong to the "current" rule while calibrating;
+without calibration any result's raw rows are current, and a companion is written only when
+every merged pair carries the same calibration (else an old one is removed).
 
 Problems per pair: a missing checkpoint is a warning (the pair is skipped); a corrupt or
 mismatched checkpoint, or any other failure, is one error line naming the pair and the
@@ -65,7 +79,9 @@ module `repr_sim.kinds.K.measure`; its default probe size is the kind declaratio
 
 Shared helpers for measurers (repr_sim.scoring): `score_probe` (prepare + score_all once per probe set, -1
 for an empty or too small set), `probe_subset` (the seeded --probe-size subset),
-`save_features`, `similarity_rows`, `format_metric`, `format_float`.
+`save_features`, `similarity_rows`, `format_metric`, `format_float`. Rows with other keys
+than seed,metric,frac_overlap (the partition files) are built with `metric_rows(seed, keys,
+scores)`, so that they get their calibrated companion too.
 """
 
 from __future__ import annotations

@@ -168,7 +168,7 @@ def calibrating(settings: dict | None):
 
 def check_calibration(permutations, alpha) -> None:
     """One clear error for a bad K or alpha (before any work)."""
-    from .calibration import _check_alpha, _check_count
+    from .metrics.calibration import _check_alpha, _check_count
 
     try:
         _check_count(permutations)
@@ -228,7 +228,7 @@ def score_probe(feats_a, feats_b, *, name: str, where: str, topk: int = TOPK) ->
     if recorder is None:
         scores = Scores(score_all(prepare(feats_a), prepare(feats_b), topk=topk))
     else:  # calibrate_all's observed scores are exactly score_all's
-        from .calibration import calibrate_all
+        from .metrics.calibration import calibrate_all
 
         cal = recorder.settings
         results = calibrate_all(prepare(feats_a), prepare(feats_b),

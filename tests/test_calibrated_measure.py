@@ -18,10 +18,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from _run_fixtures import copy_experiment, csv_rows, provide_image_runs
+from _run_fixtures import copy_experiment, provide_image_runs
+from repr_sim.metrics import calibrate_all
 
 from repr_sim import analysis, results, runs, scoring
-from repr_sim.calibration import calibrate_all
 from repr_sim.cli import main as cli_main
 from repr_sim.metrics import METRICS, prepare, score_all
 
@@ -193,7 +193,7 @@ def test_partition_rows_get_their_companion_through_metric_rows():
             rows += scoring.metric_rows(4, ["partition2", a, b], scores)
     companion = recorder.companion(rows)
     assert [r[:5] for r in companion] == [r[:5] for r in rows]
-    for row, comp in zip(rows, companion, strict=True):
+    for comp in companion:
         assert len(comp) == 5 + 3 * 3 and comp[-3:] == ["-1.000000"] * 3
     # the first row: shape/digit, cycle_knn, partition_metric
     rng2 = np.random.default_rng(2)

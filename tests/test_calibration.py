@@ -1,4 +1,4 @@
-"""repr_sim.calibration: null-calibrated similarity (PROTOCOL section 5).
+"""repr_sim.metrics.calibration: null-calibrated similarity (PROTOCOL section 5).
 
 Exactness is checked against the published implementation, the PyPI package
 `calibrated-similarity` (its `calibrate` and `calibrate_layers` loops re-score every
@@ -21,9 +21,9 @@ from calibrated_similarity import calibrate as ref_calibrate
 from calibrated_similarity import calibrate_layers as ref_calibrate_layers
 from conftest import requires_cuda
 
-from repr_sim import calibration as C
 from repr_sim import metrics as M
 from repr_sim.cli import main as cli_main
+from repr_sim.metrics import calibration as C
 
 DISCRETE = ("cycle_knn", "mutual_knn", "lcs_knn", "edit_distance_knn")
 

@@ -180,7 +180,7 @@ def test_toy_kind_is_measured_with_the_contract(toy):
     assert list(sim.columns) == ["seed", "metric", "frac_overlap", "metric_overlap"]
     assert len(sim) == 6 * len(METRICS)
     acc = pd.read_csv(toy["exp"] / "platonic_acc_ffcv.csv")
-    for (seed, frac, folder) in runs.iter_pairs(toy["exp"]):
+    for (seed, _frac, folder) in runs.iter_pairs(toy["exp"]):
         split = splits.load(folder / "split_indices")
         realised = len(np.intersect1d(split.a, split.b)) / len(split.a)
         rows = sim[(sim["seed"] == seed) & np.isclose(sim["frac_overlap"], realised)]

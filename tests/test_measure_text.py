@@ -21,8 +21,8 @@ import torch
 from _run_fixtures import clone_pair, copy_experiment, csv_rows, provide_text_runs, self_pair
 
 from repr_sim import analysis, runs, splits
-from repr_sim.kinds.text import measure as measure_text
 from repr_sim.data import text as textdata
+from repr_sim.kinds.text import measure as measure_text
 from repr_sim.metrics import METRICS
 
 torch.set_num_threads(2)

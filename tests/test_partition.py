@@ -21,7 +21,7 @@ import pytest
 import torch
 from PIL import Image
 
-from repr_sim import analysis, cli, experiments, kinds, summary
+from repr_sim import analysis, cli, kinds, summary
 from repr_sim.data import augment, betons, fake, partition, registry, shapes
 from repr_sim.data.prepare import prepare_partition
 

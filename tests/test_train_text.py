@@ -22,8 +22,8 @@ from repr_sim import runs, splits
 from repr_sim.cli import main
 from repr_sim.data import text as textdata
 from repr_sim.data import textgen
-from repr_sim.models import gpt
 from repr_sim.kinds.text import train as texttrain
+from repr_sim.models import gpt
 
 torch.set_num_threads(2)
 CORPORA = ["tinycodes", "tinystories", "tinytextbooks", "tinywebtext", "wikitext", "shakespeare_all"]

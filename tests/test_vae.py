@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from repr_sim import analysis, cli, experiments, kinds, models, runs, summary
+from repr_sim import analysis, cli, kinds, models, runs, summary
 from repr_sim.data import betons, fake, registry, shapes
+from repr_sim.kinds.vae import train as train_vae
 from repr_sim.metrics import METRICS
 from repr_sim.models.vae import ConvVAE, vae_loss
-from repr_sim.kinds.vae import train as train_vae
 
 torch.set_num_threads(1)  # tiny models: one thread is faster than two on a busy machine
 

@@ -22,7 +22,7 @@ if [ $# -eq 0 ]; then
     done
 fi
 for arg in "$@"; do
-    # `reprsim` finds configs by name under train_*/configs/ only: pass this folder's by path.
+    # this folder's configs by path (so a name here never means another folder's config)
     if [ -f "$here/configs/$arg.toml" ]; then experiments+=("$here/configs/$arg.toml")
     else experiments+=("$arg"); fi
 done

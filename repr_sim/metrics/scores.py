@@ -7,7 +7,7 @@ Public API
     score_all(a, b, *, metrics=METRICS, topk=10) -> {metric: float}
     calibrate_all, calibrate_layers, score_layers, Calibrated, ...
                                               null calibration (PROTOCOL section 5), from
-                                              repr_sim.calibration
+                                              repr_sim.metrics.calibration
 
 Inputs are numpy arrays or torch tensors (N x D, float32 or float64; float16/bfloat16 are
 upcast to float32), on CPU or CUDA; the work happens on the device the input lives on. A and
@@ -56,11 +56,9 @@ Definitions and choices (everything below is exact; nothing is randomised):
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import numbers
-import sys
 from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
@@ -68,9 +66,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .errors import UserError
+from ..errors import UserError
 
 log = logging.getLogger(__name__)
+
+__all__ = ["METRICS", "GUARD", "SVCCA_DIMS", "prepare", "neighbours", "score_all", "score",
+           "load_features"]
 
 METRICS = (
     "cycle_knn",
@@ -657,20 +658,6 @@ def score(metric: str, a, b, *, topk: int = 10, block_rows: int | None = None) -
     return score_all(a, b, metrics=[metric], topk=topk, block_rows=block_rows)[metric]
 
 
-# ---- null calibration (repr_sim.calibration, re-exported here) ----------------------------
-_CALIBRATION_NAMES = ("Calibrated", "calibrate_all", "calibrate_layers", "calibrate_values",
-                      "score_layers", "draw_permutations", "metric_s_max")
-
-
-def __getattr__(name: str):
-    # imported lazily: calibration builds on this module
-    if name in _CALIBRATION_NAMES:
-        from . import calibration
-
-        return getattr(calibration, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
 # ---- command line -------------------------------------------------------------------------
 def load_features(path) -> torch.Tensor:
     """An N x D float tensor from .npy (no pickles) or .pt (a plain tensor, weights_only)."""
@@ -696,27 +683,3 @@ def load_features(path) -> torch.Tensor:
         return _as_matrix(x, str(path))
     except ValueError as e:
         raise UserError(str(e)) from e
-
-
-def cli_similarity(args) -> int:
-    a = load_features(args.a)
-    b = load_features(args.b)
-    if a.shape[0] != b.shape[0]:
-        raise UserError(f"{args.a} and {args.b} have different numbers of rows: "
-                        f"{a.shape[0]} and {b.shape[0]}")
-    names = _check_metrics(args.metrics if args.metrics else METRICS)
-    topks = args.topk if isinstance(args.topk, list) else [args.topk]
-    if args.calibrate:
-        from . import calibration
-
-        return calibration.cli_calibrate(args, a, b, names, topks)
-    if len(topks) > 1:
-        raise UserError("several --topk values need --calibrate")
-    if not args.no_prepare:
-        a, b = prepare(a), prepare(b)
-    result = score_all(a, b, metrics=names, topk=topks[0])
-    # JSON has no NaN: a value that does not exist is written as null
-    clean = {k: (None if math.isnan(v) else v) for k, v in result.items()}
-    sys.stdout.write(json.dumps(clean) + "\n")
-    sys.stdout.flush()
-    return 0

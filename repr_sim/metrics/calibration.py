@@ -1,7 +1,7 @@
 """Null-calibrated similarity (PROTOCOL section 5): a p-value, a threshold and a calibrated
 score for each of the eight metrics, at a small multiple of the cost of the raw scores.
 
-Public API (also importable from repr_sim.metrics)
+Public API (importable from repr_sim.metrics)
     Calibrated            score, calibrated, p_value, tau, s_max, n_permutations, k
     calibrate_all(a, b, *, permutations=None, n_permutations=200, seed=0, alpha=0.05,
                   metrics=METRICS, topk=10, return_null=False) -> {key: Calibrated}
@@ -64,8 +64,8 @@ from functools import cached_property
 import numpy as np
 import torch
 
-from . import metrics as M
-from .metrics import METRICS
+from . import scores as M
+from .scores import METRICS
 
 K_DEPENDENT = ("cycle_knn", "mutual_knn", "lcs_knn", "cknna", "edit_distance_knn")
 _BIT_PARALLEL_MAX_K = 62  # masks of k bits plus a carry fit a signed 64-bit integer
