@@ -1,5 +1,5 @@
 """Images per second of fine-tuning and of feature extraction for the fine-tuning kind's
-timm models at 224 px (PROTOCOL_V2 section 1), random weights (no download).
+timm models at 224 px (docs/protocol.md section 6.1), random weights (no download).
 
     python benchmarks/bench_finetune.py [--device cpu|cuda] [--quick] [--batch N] [--steps N]
                                         [--models resnet18 vit_tiny_patch16_224 ...]

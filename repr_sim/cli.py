@@ -43,7 +43,7 @@ def add_similarity(sub):
     p.add_argument("--no-prepare", action="store_true",
                    help="score the features as given (default: clamp at the 0.95 quantile, L2-normalise rows)")
     p.add_argument("--calibrate", action="store_true",
-                   help="calibrate against row permutations of b (PROTOCOL section 5) and print a table")
+                   help="calibrate against row permutations of b (docs/protocol.md section 5) and print a table")
     p.add_argument("--permutations", type=int, default=200, metavar="K",
                    help="with --calibrate: permutations in the null (default 200)")
     p.add_argument("--alpha", type=float, default=0.05, help="with --calibrate: level (default 0.05)")
@@ -260,7 +260,7 @@ def add_attack(sub):
     p = _add(sub, "attack", "kinds.finetune.attack:cli_attack",
              "MI-FGSM transfer attacks between the two models of each fine-tuned pair",
              description="Attack the finished pairs of fine-tuning experiment folders with "
-                         "MI-FGSM (PROTOCOL_V2 section 3) in both directions, one result per "
+                         "MI-FGSM (docs/protocol.md section 6.3) in both directions, one result per "
                          "pair (attack.json), merged into transfer_attack.csv (the study's "
                          "schema, split_0 -> split_1) and transfer_attack_directions.csv. "
                          "Pairs with a current result are kept, so a killed run resumes.")

@@ -1,4 +1,4 @@
-"""repr_sim.metrics.calibration: null-calibrated similarity (PROTOCOL section 5).
+"""repr_sim.metrics.calibration: null-calibrated similarity (docs/protocol.md section 5).
 
 Exactness is checked against the published implementation, the PyPI package
 `calibrated-similarity` (its `calibrate` and `calibrate_layers` loops re-score every

@@ -1,4 +1,4 @@
-"""The diffusion kind (PROTOCOL_V2 section 4): the UNet presets, the schedule and the EMA
+"""The diffusion kind (docs/protocol.md section 6.4): the UNet presets, the schedule and the EMA
 against diffusers' own implementations, a tiny UNet (channels 8/16/16 at 16x16) trained on
 the generated shapes data (the loss falls, the saved weights are the EMA recomputed here
 in float64 from the raw weights of every step, a run stopped after a checkpoint resumes

@@ -23,7 +23,7 @@ def test_resnet_features_have_the_documented_dimension():
     assert w.source == "random"
     x = torch.randn(3, 3, 32, 32)
     model.eval()
-    assert tm.pre_logits(model, x).shape == (3, 512)  # PROTOCOL_V2: 512-d pooled
+    assert tm.pre_logits(model, x).shape == (3, 512)  # docs/protocol.md section 6.2: 512-d pooled
     assert [f.shape[1] for f in tm.layer_features(model, x)] == [64, 128, 256, 512]
     # the pre-logits are the classifier's input
     torch.testing.assert_close(tm.classifier(model)(tm.pre_logits(model, x)), model(x))

@@ -1,4 +1,4 @@
-"""The LLM kind (repr_sim.kinds.llm, PROTOCOL_V2 section 5): prepare-text with a local HF
+"""The LLM kind (repr_sim.kinds.llm, docs/protocol.md section 6.5): prepare-text with a local HF
 tokenizer, LoRA pairs on chunk and corpus splits, resume, features, adapter swap, result files,
 bad input. A tiny random Llama (2 layers, width 32) and a BPE trained here stand in for a hub
 model; everything offline on the CPU."""

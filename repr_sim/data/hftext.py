@@ -1,4 +1,4 @@
-"""Text corpora tokenised with a Hugging Face tokenizer (the LLM experiments, PROTOCOL_V2 section 5).
+"""Text corpora tokenised with a Hugging Face tokenizer (the LLM experiments, docs/protocol.md section 6.5).
 
     reprsim prepare-text CORPUS --tokenizer hf:<model or tokenizer folder> [--preset v1|v2]
                          [--dtype uint16|uint32] [--data-files ...]

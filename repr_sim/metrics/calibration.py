@@ -1,4 +1,4 @@
-"""Null-calibrated similarity (PROTOCOL section 5): a p-value, a threshold and a calibrated
+"""Null-calibrated similarity (docs/protocol.md section 5): a p-value, a threshold and a calibrated
 score for each of the eight metrics, at a small multiple of the cost of the raw scores.
 
 Public API (importable from repr_sim.metrics)
@@ -96,7 +96,7 @@ def metric_s_max(metric: str, k: int) -> float:
 def calibrate_values(score: float, null, *, alpha: float = 0.05, s_max: float = 1.0,
                      k: int | None = None) -> Calibrated:
     """p-value, tau and calibrated score of an observed `score` against its `null` values
-    (PROTOCOL section 5; see the module docstring)."""
+    (docs/protocol.md section 5; see the module docstring)."""
     alpha = _check_alpha(alpha)
     null = np.asarray(null, dtype=np.float64).reshape(-1)
     n_perm = null.size
@@ -450,7 +450,7 @@ def calibrate_all(a, b, *, permutations=None, n_permutations: int = 200, seed: i
                   alpha: float = 0.05, metrics: Sequence[str] = METRICS, topk=10,
                   return_null: bool = False, block_rows: int | None = None):
     """Calibrate each metric of prepared features a, b (N x D_a, N x D_b) against K row
-    permutations of b (PROTOCOL section 5; the module docstring has the numbers and costs).
+    permutations of b (docs/protocol.md section 5; the module docstring has the numbers and costs).
 
     `permutations` (int, K x N, each row a permutation of range(N), applied to b's rows)
     overrides the draw of `n_permutations` from `seed`. `topk` is one k or a list of k: the
@@ -511,7 +511,7 @@ def calibrate_layers(a_layers, b_layers, metric: str, *, agg: str = "max", permu
                      block_rows: int | None = None):
     """Calibrate the max (or mean) over the L_A x L_B layer-pair matrix of one metric against
     the same statistic under K permutations, each applied to the rows of EVERY layer of B
-    (PROTOCOL section 5, Algorithm 2): calibrating each pair and then taking the max would
+    (docs/protocol.md section 5, Algorithm 2): calibrating each pair and then taking the max would
     inflate false positives. Returns a Calibrated (and, with return_null=True, the K null
     values of the aggregate)."""
     if agg not in ("max", "mean"):

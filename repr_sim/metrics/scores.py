@@ -1,4 +1,4 @@
-"""The eight representational-similarity metrics (PROTOCOL section 3), exact and fast.
+"""The eight representational-similarity metrics (docs/protocol.md section 3), exact and fast.
 
 Public API
     METRICS                                   the eight names, in the study's order
@@ -6,7 +6,7 @@ Public API
     score(metric, a, b, *, topk=10)           one metric -> float
     score_all(a, b, *, metrics=METRICS, topk=10) -> {metric: float}
     calibrate_all, calibrate_layers, score_layers, Calibrated, ...
-                                              null calibration (PROTOCOL section 5), from
+                                              null calibration (docs/protocol.md section 5), from
                                               repr_sim.metrics.calibration
 
 Inputs are numpy arrays or torch tensors (N x D, float32 or float64; float16/bfloat16 are
@@ -147,8 +147,9 @@ def prepare(x, q: float = 0.95):
 
     The quantile is an exact order statistic, without interpolation: the element at 0-based
     position int(q * n) of |x| sorted ascending (n = N * D entries; the last one for q = 1),
-    i.e. the (floor(q n) + 1)-th smallest. Why this one: PROTOCOL asks for an exact order
-    statistic (an entry of |x|, not an interpolated value), and `sorted[int(q * n)]` is the
+    i.e. the (floor(q n) + 1)-th smallest. Why this one: the protocol (docs/protocol.md
+    section 3) asks for an exact order statistic (an entry of |x|, not an interpolated
+    value), and `sorted[int(q * n)]` is the
     exact-mode convention of the Platonic-representation code the study's metrics come from.
     (numpy's method="inverted_cdf" would take position ceil(q n) - 1; the two differ only
     when q n is an integer, by one position.) Row norms are computed in float64; a zero row

@@ -1,4 +1,4 @@
-"""timm models for the fine-tuning kind (PROTOCOL_V2 section 1): builders, offline weights,
+"""timm models for the fine-tuning kind (docs/protocol.md section 6.1): builders, offline weights,
 pre-logit and layer-wise features.
 
 `build(arch, num_classes, tag=..., pretrained_file=..., model_kwargs=...)` returns a timm
@@ -37,7 +37,7 @@ from torch import nn
 
 from ..errors import UserError
 
-# The study's models (PROTOCOL_V2 section 1) and timm 1.0.15's default tag of each, which
+# The study's models (docs/protocol.md section 6.1) and timm 1.0.15's default tag of each, which
 # the study used implicitly; the configs name them explicitly.
 STUDY_TAGS = {
     "resnet18": "a1_in1k",

@@ -1,4 +1,4 @@
-"""The class-conditional diffusion UNet of the study (PROTOCOL_V2 section 4) and its noise schedule.
+"""The class-conditional diffusion UNet of the study (docs/protocol.md section 6.4) and its noise schedule.
 
 `build_unet(num_classes, preset=..., **overrides)` is a diffusers `UNet2DModel`:
 

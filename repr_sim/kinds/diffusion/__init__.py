@@ -1,12 +1,12 @@
 """The diffusion kind: pairs of class-conditional diffusion UNets on dataset or task splits
-of CIFAR-10 (PROTOCOL_V2 section 4; the study's `train_diffusion_unet/`). Training:
+of CIFAR-10 (docs/protocol.md section 6.4; the study's `train_diffusion_unet/`). Training:
 repr_sim.kinds.diffusion.train; measurement: repr_sim.kinds.diffusion.measure; sampling
 (`reprsim sample` on a diffusion checkpoint): repr_sim.kinds.diffusion.sample."""
 
 from ... import results
 from ..base import Kind, Output
 
-# The study's recipe (PROTOCOL_V2 section 4); an experiment lists what differs.
+# The study's recipe (docs/protocol.md section 6.4); an experiment lists what differs.
 DEFAULTS = {
     "dataset": "cifar10",
     "resolution": 32,

@@ -1,4 +1,4 @@
-"""Measurement of one diffusion UNet pair (PROTOCOL_V2 section 4), for repr_sim.measure (kind
+"""Measurement of one diffusion UNet pair (docs/protocol.md section 6.4), for repr_sim.measure (kind
 "diffusion").
 
 Models: `split_<i>/ckpt.pth`, the EMA weights (a UNet state_dict read with

@@ -1,4 +1,4 @@
-"""Train one pair of class-conditional diffusion UNets (PROTOCOL_V2 section 4) into its run folder.
+"""Train one pair of class-conditional diffusion UNets (docs/protocol.md section 6.4) into its run folder.
 
 Data. The experiment's dataset at the config's `resolution` through the registry and beton
 path of every image experiment: <data root>/ffcv/<beton_name(dataset, resolution)>/

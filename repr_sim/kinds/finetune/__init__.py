@@ -1,4 +1,4 @@
-"""The fine-tuning kind (PROTOCOL_V2 sections 1-3): pairs of pretrained timm ResNets or ViTs
+"""The fine-tuning kind (docs/protocol.md sections 6.1-6.3): pairs of pretrained timm ResNets or ViTs
 fine-tuned on dataset or task splits of an image dataset, or on the ColorShapeDigit label
 partitions; measured with the eight metrics on pre-logit features; and attacked with
 MI-FGSM between the two models of a pair (`reprsim attack`). Training:
@@ -8,7 +8,7 @@ repr_sim.kinds.finetune.train; measurement: .measure; attacks: .attack; docs/fin
 from ... import results
 from ..base import Kind, Output
 
-# The study's values (PROTOCOL_V2 section 1); an experiment lists what differs.
+# The study's values (docs/protocol.md section 6.1); an experiment lists what differs.
 DEFAULTS = {
     "split": "dataset",  # "dataset", "task" or "partition"
     "mode": "constrained",
@@ -36,7 +36,7 @@ DEFAULTS = {
     # Dataset split: one column metric_<dataset> per probe beton (its test part); task
     # split: metric_overlap, metric_ood_one, then these; partitions: partition_metric only.
     "probes": {"sets": ["cifar100", "tinyimagenet", "cifar10"]},
-    # MI-FGSM (PROTOCOL_V2 section 3); eps on the 0-1 pixel scale, 0 = by split (1/255
+    # MI-FGSM (docs/protocol.md section 6.3); eps on the 0-1 pixel scale, 0 = by split (1/255
     # dataset, 2/255 task).
     "attack": {"eps": 0, "steps": 3, "momentum": 1.0, "images": 500, "batch_size": 100,
                "seed": 0, "probe": ""},

@@ -1,5 +1,5 @@
 """`reprsim attack RUNS_DIR...`: MI-FGSM transfer attacks between the two models of each
-fine-tuned pair (PROTOCOL_V2 section 3), resumable, merged into the study's CSV.
+fine-tuned pair (docs/protocol.md section 6.3), resumable, merged into the study's CSV.
 
 Attack (`mi_fgsm`, Dong et al. 2018, Algorithm 1): untargeted, L-infinity, white-box on the
 source model in eval mode, fp32; loss = mean cross-entropy against the true labels; T steps

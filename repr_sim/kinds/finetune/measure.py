@@ -1,4 +1,4 @@
-"""Measurement of one fine-tuned pair (PROTOCOL_V2 section 2), for repr_sim.measure.
+"""Measurement of one fine-tuned pair (docs/protocol.md section 6.2), for repr_sim.measure.
 
 Models: `split_<i>/checkpoint.pth` (a state_dict, read with weights_only=True) loaded into
 `timm.create_model(arch, num_classes=<the model's head>, **model_kwargs)`, eval mode, fp32.

@@ -1,4 +1,4 @@
-"""Fine-tune one pair of timm models (PROTOCOL_V2 section 1) into its run folder.
+"""Fine-tune one pair of timm models (docs/protocol.md section 6.1) into its run folder.
 
 `train_pair(cfg, seed, frac)` splits the train beton's labels (dataset or task split,
 constrained mode, repr_sim.splits; labels read from the beton's label field, never by
@@ -49,7 +49,7 @@ OPTION_KEYS = {"epochs": "recipe.epochs", "batch_size": "recipe.batch_size", "lr
                "workers": "loader.workers"}
 SPLIT_KINDS = ("dataset", "task", "partition")
 NORMALISATIONS = ("study", "weights")
-STUDY_MEAN_STD = 127.0  # PROTOCOL_V2 section 1: mean = std = 127 per channel, 0-255 scale
+STUDY_MEAN_STD = 127.0  # docs/protocol.md section 6.1: mean = std = 127 per channel, 0-255 scale
 OPTIMIZERS = ("sgd", "adamw")
 CHECKPOINT = image.CHECKPOINT
 EPOCH_FILE = image.EPOCH_FILE

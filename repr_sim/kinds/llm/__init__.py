@@ -1,5 +1,5 @@
 """The LLM kind: LoRA fine-tunes of a Llama-style base model on text overlap splits
-(PROTOCOL_V2 section 5; docs/llm.md).
+(docs/protocol.md section 6.5; docs/llm.md).
 
 Dataset overlap (`split = "dataset"`): chunk splits of one corpus (tiny-codes in the study).
 Task overlap (`split = "task"`): corpus splits over the six corpora, 3 per model. Each model

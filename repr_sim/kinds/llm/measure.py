@@ -1,4 +1,4 @@
-"""Measurement of one LLM pair (PROTOCOL_V2 section 5), for repr_sim.measure (kind "llm").
+"""Measurement of one LLM pair (docs/protocol.md section 6.5), for repr_sim.measure (kind "llm").
 
 Models: ONE base model (float32, or `probes.dtype = "bfloat16"`: bf16 autocast on CUDA with
 the pooling in float32) with both adapters loaded (PEFT, unmerged, eval mode); the features of

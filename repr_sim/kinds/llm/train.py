@@ -1,4 +1,4 @@
-"""Train one pair of LoRA adapters on a text split (PROTOCOL_V2 section 5) into its run folder.
+"""Train one pair of LoRA adapters on a text split (docs/protocol.md section 6.5) into its run folder.
 
 Base model: `base_model` (repr_sim.models.llama.resolve: a folder, or a hub name already in
 the Hugging Face cache), loaded in float32 as the study did, every weight frozen; args.json
