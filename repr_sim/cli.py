@@ -130,6 +130,9 @@ def add_measure(sub):
     p.add_argument("--force", action="store_true", help="re-measure pairs that already have a result")
     p.add_argument("--save-features", action="store_true",
                    help="also save features as .npy per model and probe set (<pair>/features/)")
+    p.add_argument("--precision", choices=["fp16", "bf16", "fp32"], default=None,
+                   help="feature precision on CUDA for the image kinds (default: fp16, as they "
+                        "train; the metrics are computed in float32/float64 either way)")
     p.add_argument("--calibrate", action=argparse.BooleanOptionalAction, default=None,
                    help="also write the null-calibrated companion beside each similarity CSV "
                         "(platonic_calibrated*.csv: calibrated score, p-value, tau per probe; "

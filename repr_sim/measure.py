@@ -211,6 +211,8 @@ def _wanted(module, pair_dir: Path, args: dict, opts: Options) -> dict:
     wanted = {"version": RESULT_VERSION, "kind": args["kind"], "probe_size": opts.probe_size,
               "topk": opts.topk, "metrics": list(METRICS),
               "inputs": _input_signature(pair_dir, result_inputs(module, pair_dir, args))}
+    if opts.precision is not None:  # features in another precision are another result
+        wanted["precision"] = opts.precision
     if opts.calibrate:  # K, alpha, seed; without calibration any result's raw rows will do
         wanted["calibration"] = opts.calibration()
     return wanted
@@ -600,7 +602,7 @@ def cli_measure(args) -> int:
     torch.set_num_threads(int(args.workers or usable_cpus()))
     opts = Options(probe_size=args.probe_size, batch_size=args.batch_size,
                    device=resolve_device(args.device), force=args.force,
-                   save_features=args.save_features, **calibration)
+                   save_features=args.save_features, precision=args.precision, **calibration)
     folders = [Path(f) for f in args.runs_dirs]
     if getattr(args, "below", False):
         from .paths import runs_root

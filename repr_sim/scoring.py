@@ -40,6 +40,9 @@ class Options:
     force: bool = False
     save_features: bool = False
     topk: int = TOPK
+    # feature precision on CUDA for the kinds that use autocast ("fp16", "bf16", "fp32");
+    # None: each kind's own (the image kinds: fp16, as they train); metrics stay float32/64
+    precision: str | None = None
     # null calibration (docs/calibration.md): a calibrated companion beside each similarity file
     calibrate: bool = True
     permutations: int = 200  # K, the permutations of one side per probe set

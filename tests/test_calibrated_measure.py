@@ -19,11 +19,10 @@ import pandas as pd
 import pytest
 import torch
 from _run_fixtures import copy_experiment, provide_image_runs
-from repr_sim.metrics import calibrate_all
 
 from repr_sim import analysis, results, runs, scoring
 from repr_sim.cli import main as cli_main
-from repr_sim.metrics import METRICS, prepare, score_all
+from repr_sim.metrics import METRICS, calibrate_all, prepare, score_all
 
 torch.set_num_threads(2)
 RUN = ["--workers", "1", "--device", "cpu"]

@@ -305,7 +305,9 @@ def test_probe_columns_are_named_from_the_registry(tmp_path, monkeypatch):
 # ---- rerun, resume, concurrency ----------------------------------------------------------
 def test_rerun_with_nothing_new_leaves_the_csvs_byte_identical(measured, capsys):
     files = [p for name in ("ds", "task") for p in sorted(measured[name].glob("platonic*"))]
-    assert len(files) == 8
+    # per experiment: platonic_ffcv, platonic_acc_ffcv, platonic_calibrated_ffcv (the
+    # default calibration's companion, docs/calibration.md), each .csv and .json
+    assert len(files) == 12
     before = [stamp(p) for p in files]
     results = [stamp(p / measure.RESULT) for name in ("ds", "task") for p in pairs_of(measured[name])]
     time.sleep(0.01)
@@ -492,3 +494,18 @@ def test_measure_on_cuda_matches_the_cpu(measured, image_runs, tmp_path):
             if name == "platonic_ffcv.csv" and row[1] == "cka":
                 for v, w in zip(row[3:], cpu[3:], strict=True):
                     assert float(v) == pytest.approx(float(w), abs=0.02)
+
+
+def test_precision_is_part_of_the_result_and_cpu_features_stay_float32(image_runs, tmp_path, capsys):
+    """--precision picks the CUDA autocast dtype of the image features; on the CPU there is no
+    autocast, so the rows are the same, but the result records it and is measured again."""
+    exp = fresh(image_runs, tmp_path)
+    assert run_measure(exp, "--no-calibrate") == 0
+    before = (exp / "platonic_ffcv.csv").read_bytes()
+    capsys.readouterr()
+    assert run_measure(exp, "--no-calibrate", "--precision", "bf16") == 0
+    out = capsys.readouterr().out
+    assert "measuring again (precision" in out and "0 already measured" in out
+    assert (exp / "platonic_ffcv.csv").read_bytes() == before
+    assert run_measure(exp, "--no-calibrate", "--precision", "bf16") == 0
+    assert "0 measured" in capsys.readouterr().out

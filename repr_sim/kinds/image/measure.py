@@ -172,7 +172,8 @@ def load_model(path: Path, cfg: dict, num_classes: int, device: str) -> torch.nn
 
 
 def extract(pair: list[torch.nn.Module], images: np.ndarray, indices: np.ndarray, *,
-            mean, std, batch_size: int, device: str) -> list[torch.Tensor | None]:
+            mean, std, batch_size: int, device: str,
+            precision: str = "fp16") -> list[torch.Tensor | None]:
     """Features [len(indices), D] of each model on images[indices], same batches for both."""
     from ...data import loaders
     from .train import autocast
@@ -182,7 +183,7 @@ def extract(pair: list[torch.nn.Module], images: np.ndarray, indices: np.ndarray
     loader = loaders.ArrayLoader(images, np.zeros(len(images), dtype=np.int64), indices=indices,
                                 batch_size=batch_size, train=False, device=device, mean=mean, std=std)
     out: list[list[torch.Tensor]] = [[] for _ in pair]
-    with torch.no_grad(), autocast(device):
+    with torch.no_grad(), autocast(device, precision):
         for x, _ in loader:
             for model, acc in zip(pair, out, strict=True):
                 acc.append(features.image_features(model, x).float())
@@ -226,7 +227,8 @@ def measure_pair(pair_dir: Path, args: dict, opts, cache: dict) -> dict[str, lis
         raise SkipPair(f"missing checkpoint{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
     pair = [load_model(path, cfg, d.num_classes, opts.device) for path, d in zip(paths, data, strict=True)]
     mean, std = mean_std(cfg["dataset"])
-    common = dict(batch_size=opts.batch_size, device=opts.device)
+    common = dict(batch_size=opts.batch_size, device=opts.device,
+                  precision=opts.precision or "fp16")
 
     # In-distribution: one pass over everything the accuracy and the probe sets need.
     acc_idx, sets = in_distribution_sets(split, labels)

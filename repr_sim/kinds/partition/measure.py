@@ -118,7 +118,8 @@ def measure_pair(pair_dir: Path, args: dict, opts, cache: dict) -> dict[str, lis
         raise SkipPair(f"missing checkpoint{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
     models = [load_model(p, cfg, partition.num_classes(n), opts.device)
               for p, n in zip(paths, names, strict=True)]
-    common = dict(batch_size=opts.batch_size, device=opts.device)
+    common = dict(batch_size=opts.batch_size, device=opts.device,
+                  precision=opts.precision or "fp16")
 
     # The val set: every image for the accuracies, a subset of them for the probe.
     val_images, val_labels = cached_arrays(cache, beton(cfg, "test"))
