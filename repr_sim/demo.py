@@ -76,12 +76,11 @@ SCALES = {
         name="full",
         # Dataset overlap trains 20 epochs (at 8 epochs the seeds' spread of CKA was several
         # times the effect), task overlap 16 (at 8 some models stayed near chance); peak lr
-        # 0.2, no augmentation
-        # (lr 0.1, or a flip and a 2-pixel translate, made test accuracy vary from 55 to 90%
-        # between models). Six seeds for dataset overlap; task overlap leaves out fraction
-        # 0 (no shared class: its in-distribution probe is empty) and shares 1, 2 or 4 of
-        # each model's 4 classes. benchmarks/README.md, "The built-in study's effect", has
-        # what was tried.
+        # 0.2, no augmentation (lr 0.1, or a flip and a 2-pixel translate, made test
+        # accuracy vary from 55 to 90% between models). Six seeds for dataset overlap; task
+        # overlap leaves out fraction 0 (no shared class: its in-distribution probe is
+        # empty) and shares 1, 2 or 4 of each model's 4 classes. benchmarks/README.md, "The
+        # built-in study's effect", has what was tried.
         image=Part(data={"size": 16, "n_train": 5000, "n_test": 500}, probe_size=None,
                          common={"width": 8, "recipe.batch_size": 64, "recipe.lr": 0.2},
                          per_experiment={"demo_ds": {"fracs": [0.0, 0.5, 1.0],
@@ -177,8 +176,8 @@ def finish_job(text: bool, experiment: str, cfg: dict, out: str, probe_size: int
     if measure.measure([folder], measure.Options(probe_size=probe_size, device=device)) != 0:
         raise UserError(f"measuring {folder} failed")
     written = []
-    for csv in collect(Path(out), experiment, cfg):
-        written += [csv, *render(csv)]
+    for csv in collect(Path(out), experiment, cfg):  # the calibrated companion is summarised
+        written += [csv, *([] if "_calibrated" in csv.name else render(csv))]
     return written, experiment_summary(experiment, cfg, *result_paths(Path(out), experiment, cfg))
 
 
@@ -226,7 +225,21 @@ def collect(out: Path, experiment: str, cfg: dict) -> list[Path]:
                 meta["undefined_written_as_-1"] = undefined
             runs.write_if_changed(dst.with_suffix(".json"), runs.json_bytes(meta))
         copied.append(dst)
-    return copied
+    return copied + collect_calibrated(out, exp_dir, outputs[0].file, copied[0])
+
+
+def collect_calibrated(out: Path, exp_dir: Path, sim_file: str, sim_copy: Path) -> list[Path]:
+    """The similarity file's calibrated companion (and sidecar), beside its copy in `out`."""
+    from .results import calibrated_name
+
+    src = exp_dir / calibrated_name(sim_file)
+    if not src.is_file():
+        return []
+    dst = sim_copy.with_name(calibrated_name(sim_copy.name))
+    for a, b in ((src, dst), (src.with_suffix(".json"), dst.with_suffix(".json"))):
+        if a.is_file():
+            runs.write_if_changed(b, a.read_bytes())
+    return [dst]
 
 
 def rendered_paths(csv: Path, has_metrics: bool) -> list[Path]:
@@ -271,7 +284,8 @@ def experiment_summary(experiment: str, cfg: dict, sim_csv: Path, per_model_csv:
     from . import summary
 
     return [f"{experiment} ({describe(cfg)})",
-            *summary.experiment_lines(sim_csv, per_model_csv, metric=METRIC)]
+            *summary.experiment_lines(sim_csv, per_model_csv, metric=METRIC),
+            *summary.calibrated_lines(sim_csv)]
 
 
 # ---------------------------------------------------------------------------------------

@@ -627,6 +627,30 @@ def experiment_lines(sim_csv: Path, per_model_csv: Path, *, metric: str = "cka")
             f"{row['spearman_rho']:+.3f} (p {row['spearman_p']:.3g}), n {int(row['n'])}"]
 
 
+def calibrated_lines(sim_csv: Path, *, metrics=("cka", "mutual_knn")) -> list[str]:
+    """Raw against null-calibrated scores on the in-distribution probe, per metric: the
+    Spearman fit against overlap of each, and how many pairs are significant at the
+    calibration's alpha per overlap level (nothing when the companion is missing)."""
+    sim = analysis.read_result(sim_csv)
+    try:
+        cal = analysis.read_calibrated(sim_csv)
+    except UserError:
+        return []
+    probe = in_distribution_column(sim)
+    alpha = analysis.calibration_alpha(cal)
+    lines = []
+    for metric in metrics:
+        raw = analysis.analyze(sim, metric, columns=(probe,)).loc[probe]
+        calibrated = analysis.analyze(cal, metric, columns=(probe,)).loc[probe]
+        sig = analysis.significance(cal, metric, alpha=alpha, columns=(probe,)).loc[probe]
+        levels = ", ".join(f"{x:g}: {int(r.significant)}/{int(r.n)}" for x, r in sig.iterrows())
+        lines.append(f"  {metric} ({probe}): raw rho {raw['spearman_rho']:+.3f} "
+                     f"(p {raw['spearman_p']:.3g}), calibrated rho "
+                     f"{calibrated['spearman_rho']:+.3f} (p {calibrated['spearman_p']:.3g}); "
+                     f"significant at {alpha:g} by overlap {levels}")
+    return lines
+
+
 def cli_summary(args) -> int:
     metric = getattr(args, "metric", None)
     study = getattr(args, "study", None)

@@ -194,6 +194,12 @@ def test_image_demo_summary(image_run):
         block = stdout[stdout.index(f"{experiment} ("):]
         assert "test accuracy" in block.splitlines()[1]
         assert "R^2" in block and "Spearman rho" in block and "(p " in block
+        # The calibrated view: raw and calibrated CKA and mutual kNN, pairs significant.
+        for metric in ("cka", "mutual_knn"):
+            line = next(ln for ln in block.splitlines() if ln.startswith(f"  {metric} ("))
+            assert "calibrated rho" in line and "significant at 0.05 by overlap" in line
+        companion = image_run.out / f"{experiment}_platonic_calibrated.csv"
+        assert analysis.read_calibrated(image_run.out / f"{experiment}_platonic.csv").path == companion
         # The printed slope is the least-squares slope of CKA on the in-distribution probe
         # against the realised overlap, -1 rows (no shared class) left out.
         data = pd.read_csv(image_run.out / f"{experiment}_platonic.csv")
