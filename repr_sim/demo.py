@@ -36,7 +36,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import experiments, kinds, runs, sweep
+from . import experiments, kinds, sweep
 from .errors import UserError
 from .paths import data_root, environ, repo_root, runs_root, usable_cpus
 
@@ -185,61 +185,13 @@ def result_paths(out: Path, experiment: str, cfg: dict) -> list[Path]:
     return [out / f"{experiment}{o.suffix}.csv" for o in kinds.get(cfg["kind"]).outputs]
 
 
-def undefined_as_missing(text: str) -> tuple[str, list[str]]:
-    """The CSV text with undefined scores ('nan': a metric undefined on degenerate features,
-    which the measurer warns about) written as -1, the files' "no value" marker, so that
-    the analysis leaves them out of the fits instead of refusing the file; and a note
-    "seed S frac F metric M column C" for each."""
-    lines = text.splitlines()
-    header = lines[0].split(",")
-    notes = []
-    for i, line in enumerate(lines[1:], start=1):
-        cells = line.split(",")
-        for j, cell in enumerate(cells):
-            if cell.strip().lower() == "nan":
-                cells[j] = "-1.000000"
-                row = dict(zip(header, cells, strict=False))
-                notes.append(f"seed {row.get('seed')} frac {row.get('frac_overlap')} metric "
-                             f"{row.get('metric', '-')} column {header[j]}")
-        lines[i] = ",".join(cells)
-    return "\n".join(lines) + "\n", notes
-
-
 def collect(out: Path, experiment: str, cfg: dict) -> list[Path]:
-    """Copy the experiment's CSVs (and sidecars) into `out` under the demo's names."""
-    exp_dir = experiments.experiment_dir(cfg)
-    copied = []
-    outputs = kinds.get(cfg["kind"]).outputs
-    for o, dst in zip(outputs, result_paths(out, experiment, cfg), strict=True):
-        src = exp_dir / o.file
-        if not src.is_file():
-            raise UserError(f"the measurement wrote no {src}; see the demo log")
-        text, undefined = undefined_as_missing(src.read_text(encoding="utf-8"))
-        for where in undefined:
-            print(f"{src}: undefined (NaN) score at {where}, written as -1 in {dst.name}")
-        runs.write_if_changed(dst, text.encode("utf-8"))
-        side = src.with_suffix(".json")
-        if side.is_file():
-            meta = {**runs.read_json(side), "demo_scale": cfg["demo"]["scale"], "source": str(src)}
-            if undefined:
-                meta["undefined_written_as_-1"] = undefined
-            runs.write_if_changed(dst.with_suffix(".json"), runs.json_bytes(meta))
-        copied.append(dst)
-    return copied + collect_calibrated(out, exp_dir, outputs[0].file, copied[0])
+    """The experiment's result files (and companions) in `out` under the demo's names."""
+    from . import summary
 
-
-def collect_calibrated(out: Path, exp_dir: Path, sim_file: str, sim_copy: Path) -> list[Path]:
-    """The similarity file's calibrated companion (and sidecar), beside its copy in `out`."""
-    from .results import calibrated_name
-
-    src = exp_dir / calibrated_name(sim_file)
-    if not src.is_file():
-        return []
-    dst = sim_copy.with_name(calibrated_name(sim_copy.name))
-    for a, b in ((src, dst), (src.with_suffix(".json"), dst.with_suffix(".json"))):
-        if a.is_file():
-            runs.write_if_changed(b, a.read_bytes())
-    return [dst]
+    outputs = [(o.file, f"{experiment}{o.suffix}.csv") for o in kinds.get(cfg["kind"]).outputs]
+    return summary.collect_results(experiments.experiment_dir(cfg), out, outputs,
+                                   extra_meta={"demo_scale": cfg["demo"]["scale"]})
 
 
 def rendered_paths(csv: Path, has_metrics: bool) -> list[Path]:
@@ -286,6 +238,17 @@ def experiment_summary(experiment: str, cfg: dict, sim_csv: Path, per_model_csv:
     return [f"{experiment} ({describe(cfg)})",
             *summary.experiment_lines(sim_csv, per_model_csv, metric=METRIC),
             *summary.calibrated_lines(sim_csv)]
+
+
+def ending(out: Path, sim_csvs: dict[str, Path]) -> list[str]:
+    """Where the figures are, and one paragraph on what the numbers show."""
+    from . import summary
+
+    figures = ", ".join(p.with_name(f"{p.stem}_{METRIC}.png").name for p in sim_csvs.values())
+    said = [summary.overlap_sentence(p, metric=METRIC) for p in sim_csvs.values()]
+    return ["", f"Figures (box plots of {METRIC} against overlap, .png and .pdf) and tables are "
+                f"in {out}: {figures}; `reprsim summary {out}` gives the headline table.",
+            " ".join(said)]
 
 
 # ---------------------------------------------------------------------------------------
@@ -403,6 +366,7 @@ def run(*, text: bool = False, scale: str = "full", out: str | Path | None = Non
                f"  runs in {runs_root()}, results in {out}, log {log_path}"]
     for e in study.experiments:
         summary += reports[e]
+    summary += ending(out, {e: result_paths(out, e, cfg)[0] for e, cfg in cfgs.items()})
     return {"outputs": outputs, "summary": summary, "trained": len(pending), "reused": reused,
             "log": log_path, "data_root": root, "seconds": seconds}
 

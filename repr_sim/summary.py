@@ -35,7 +35,7 @@ import pandas as pd
 
 from . import analysis, results
 from .analysis import OVERLAP_NAMES, ResultFile
-from .atomic import atomic_write_text
+from .atomic import atomic_write_text, json_bytes, read_json, write_if_changed
 from .errors import UserError
 
 HEADLINE = ("Dataset Overlap", "Task Overlap", "Task + Dataset Overlap")
@@ -625,6 +625,86 @@ def experiment_lines(sim_csv: Path, per_model_csv: Path, *, metric: str = "cka")
             f"  {metric} on the in-distribution probe ({probe}) against overlap: "
             f"slope {row['slope']:+.4f}, R^2 {row['r_squared']:.3f}, Spearman rho "
             f"{row['spearman_rho']:+.3f} (p {row['spearman_p']:.3g}), n {int(row['n'])}"]
+
+
+# ---- a results folder from experiment folders (what the demo does; docs: README) ----------
+def undefined_as_missing(text: str) -> tuple[str, list[str]]:
+    """The CSV text with undefined scores ('nan': a metric undefined on degenerate features,
+    which the measurer warns about) written as -1, the files' "no value" marker, so that
+    the analysis leaves them out of the fits instead of refusing the file; and a note
+    "seed S frac F metric M column C" for each."""
+    lines = text.splitlines()
+    header = lines[0].split(",")
+    notes = []
+    for i, line in enumerate(lines[1:], start=1):
+        cells = line.split(",")
+        for j, cell in enumerate(cells):
+            if cell.strip().lower() == "nan":
+                cells[j] = "-1.000000"
+                row = dict(zip(header, cells, strict=False))
+                notes.append(f"seed {row.get('seed')} frac {row.get('frac_overlap')} metric "
+                             f"{row.get('metric', '-')} column {header[j]}")
+        lines[i] = ",".join(cells)
+    return "\n".join(lines) + "\n", notes
+
+
+def collect_results(exp_dir: Path, out: Path, outputs: list[tuple[str, str]], *,
+                    extra_meta: dict | None = None) -> list[Path]:
+    """Copy an experiment's result files into a results folder under the names the study
+    gives them: `outputs` = [(name in exp_dir, name in out)], the similarity file first;
+    sidecars too (with `extra_meta` and the source), and the similarity file's calibrated
+    companion beside its copy. Written only when the bytes change. Returns the copies."""
+    copied = []
+    for name, new_name in outputs:
+        src, dst = Path(exp_dir) / name, Path(out) / new_name
+        if not src.is_file():
+            raise UserError(f"the measurement wrote no {src}")
+        text, undefined = undefined_as_missing(src.read_text(encoding="utf-8"))
+        for where in undefined:
+            print(f"{src}: undefined (NaN) score at {where}, written as -1 in {dst.name}")
+        write_if_changed(dst, text.encode("utf-8"))
+        side = src.with_suffix(".json")
+        if side.is_file():
+            meta = {**read_json(side), **(extra_meta or {}), "source": str(src)}
+            if undefined:
+                meta["undefined_written_as_-1"] = undefined
+            write_if_changed(dst.with_suffix(".json"), json_bytes(meta))
+        copied.append(dst)
+    return copied + collect_calibrated(Path(exp_dir), outputs[0][0], copied[0])
+
+
+def collect_calibrated(exp_dir: Path, sim_file: str, sim_copy: Path) -> list[Path]:
+    """The similarity file's calibrated companion (and sidecar), beside its copy."""
+    from .results import calibrated_name
+
+    src = exp_dir / calibrated_name(sim_file)
+    if not src.is_file():
+        return []
+    dst = sim_copy.with_name(calibrated_name(sim_copy.name))
+    for a, b in ((src, dst), (src.with_suffix(".json"), dst.with_suffix(".json"))):
+        if a.is_file():
+            write_if_changed(b, a.read_bytes())
+    return [dst]
+
+
+def overlap_sentence(sim_csv: Path, *, metric: str = "cka", alpha: float = 0.05) -> str:
+    """One sentence on what a similarity file shows: does `metric` on its in-distribution
+    probe rise with the overlap (Spearman's permutation test at `alpha`)?"""
+    sim = analysis.read_result(sim_csv)
+    probe = in_distribution_column(sim)
+    row = analysis.analyze(sim, metric, columns=(probe,)).loc[probe]
+    what = {"dataset": "dataset overlap", "task": "task overlap (shared classes or corpora)",
+            "partition": "task overlap"}.get(sim.split or "", "overlap")
+    numbers = f"Spearman rho {row['spearman_rho']:+.2f}, p {row['spearman_p']:.2g}, " \
+              f"{int(row['n'])} pairs"
+    if row["spearman_p"] < alpha and row["spearman_rho"] > 0:
+        return (f"In {sim.path.name}, {metric} rises with {what} ({numbers}): models that "
+                f"share more of what they learn from end up more similar, as the study found.")
+    if row["spearman_p"] < alpha:
+        return (f"In {sim.path.name}, {metric} falls with {what} ({numbers}), against the "
+                f"study's finding.")
+    return (f"In {sim.path.name}, {metric} shows no significant trend with {what} ({numbers}): "
+            f"at this scale the spread between seeds is as large as the effect.")
 
 
 def calibrated_lines(sim_csv: Path, *, metrics=("cka", "mutual_knn")) -> list[str]:
