@@ -189,7 +189,8 @@ def collect(out: Path, experiment: str, cfg: dict) -> list[Path]:
     """The experiment's result files (and companions) in `out` under the demo's names."""
     from . import summary
 
-    outputs = [(o.file, f"{experiment}{o.suffix}.csv") for o in kinds.get(cfg["kind"]).outputs]
+    outputs = [(o.file, dst.name) for o, dst in
+               zip(kinds.get(cfg["kind"]).outputs, result_paths(out, experiment, cfg), strict=True)]
     return summary.collect_results(experiments.experiment_dir(cfg), out, outputs,
                                    extra_meta={"demo_scale": cfg["demo"]["scale"]})
 

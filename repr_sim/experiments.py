@@ -13,6 +13,7 @@ import copy
 import tomllib
 from pathlib import Path
 
+from . import runs
 from .errors import UserError
 from .paths import PACKAGE_DIR, repo_root, runs_root, source_root
 
@@ -131,6 +132,11 @@ def load(name_or_path: str | Path, overrides: list[str] | tuple[str, ...] = (),
 
 def experiment_dir(cfg: dict) -> Path:
     return runs_root() / cfg["name"]
+
+
+def pair_folder(cfg: dict, seed: int, frac: float) -> Path:
+    """The run folder of pair (seed, frac) of experiment `cfg`."""
+    return runs.pair_dir(experiment_dir(cfg), seed, frac)
 
 
 def check_frac(frac: float) -> float:

@@ -24,8 +24,8 @@ from torch import nn
 
 from . import __version__, runs, splits
 from .errors import UserError
-from .experiments import merge
-from .paths import runs_root, source_root
+from .experiments import merge, pair_folder
+from .paths import source_root
 
 # Config keys that say how a run was started, not what it trains: they may differ between
 # an interrupted run and its resumption.
@@ -147,10 +147,6 @@ class PairJob:
         return (model_dir / self.checkpoint).is_file()
 
 
-def pair_folder(cfg: dict, seed: int, frac: float) -> Path:
-    return runs.pair_dir(runs_root() / cfg["name"], seed, frac)
-
-
 def train(cfg: dict, seed: int, frac: float, prepare, *, device: str,
           defaults: dict | None = None) -> Path:
     """Train pair (seed, frac) of experiment `cfg`: `prepare(cfg, seed, frac, device)` is the
@@ -172,8 +168,8 @@ def train(cfg: dict, seed: int, frac: float, prepare, *, device: str,
             _write_status(folder, cfg, job, finished=False)
         dist.barrier()
         left = [i for i in range(job.n_models) if not job.finished(folder / f"split_{i}")]
-        for i in sorted(set(range(job.n_models)) - set(left)):
-            if dist.main:
+        for i in range(job.n_models):
+            if dist.main and i not in left:
                 print(f"{folder / f'split_{i}'}: already trained, keeping it")
         if left and job.before_training is not None:
             job.before_training(left)
@@ -208,12 +204,11 @@ def _write_status(folder: Path, cfg: dict, job: PairJob, *, finished: bool) -> N
 
 
 @contextlib.contextmanager
-def pair_lock(folder: Path, dist=None):
+def pair_lock(folder: Path, dist):
     """Hold the pair's lock while training it; yields False when another process finished
     the pair while this one waited (nothing left to do), True after clearing what a killed
     run left behind. The lock file is beside the folder: its contents stay the run's. Under
     DDP only the main rank locks; every rank gets its answer."""
-    dist = dist or SingleProcess()
     folder.mkdir(parents=True, exist_ok=True)
     lock = (runs.file_lock(folder.parent / f".{folder.name}.lock") if dist.main
             else contextlib.nullcontext())
@@ -230,14 +225,12 @@ def pair_lock(folder: Path, dist=None):
         yield True
 
 
-def finish_pair(folder: Path, args: dict, cfg: dict | None = None, job: PairJob | None = None
-                ) -> None:
+def finish_pair(folder: Path, args: dict, cfg: dict, job: PairJob) -> None:
     """args.json with the end time, the status record, then the `done` marker (last: a
     pair is done only when everything else is written)."""
     args["end_time"] = now()
     runs.atomic_write_json(folder / "args.json", args)
-    if cfg is not None and job is not None:
-        _write_status(folder, cfg, job, finished=True)
+    _write_status(folder, cfg, job, finished=True)
     runs.mark_done(folder)
 
 

@@ -126,17 +126,18 @@ def is_finished(folder: Path) -> bool:
     """The one rule for "this pair is trained": its `done` marker exists (written last, so
     everything else is complete) and its status record, if it has one (folders from
     before the record have none), says finished."""
-    if not is_done(folder):
-        return False
-    status = read_status(folder)
-    return status is None or bool(status.get("finished"))
+    return _finished(folder, read_status(folder))
+
+
+def _finished(folder: Path, status: dict | None) -> bool:
+    return is_done(folder) and (status is None or bool(status.get("finished")))
 
 
 def steps_fraction(folder: Path) -> float:
     """How much of a pair's training is done, 0..1, from its status record (0: no record)."""
-    if is_finished(folder):
+    status = read_status(folder)  # read once, for is_finished's rule and for the steps
+    if _finished(folder, status):
         return 1.0
-    status = read_status(folder)
     if not status:
         return 0.0
     done = total = 0

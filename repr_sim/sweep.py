@@ -153,8 +153,9 @@ def refuse_other_configs(plan: Plan, what: str = "another config") -> None:
     from .pair import config_mismatch
 
     defaults = kinds.get(plan.cfg["kind"]).defaults
+    exp_dir = experiments.experiment_dir(plan.cfg)
     for task in plan.tasks:
-        folder = task_folder(task)
+        folder = runs.pair_dir(exp_dir, task.seed, task.frac)
         if not (folder / "args.json").is_file():
             continue
         recorded = runs.read_json(folder / "args.json").get("config", {})
@@ -406,9 +407,18 @@ def worker_env() -> dict[str, str]:
             "MPLBACKEND": "Agg"}
 
 
+def task_configs(tasks: list[Task]) -> dict[str, dict]:
+    """The tasks' configs by experiment, each read once (a task made from a name has none)."""
+    cfgs: dict[str, dict] = {}
+    for t in tasks:
+        if t.experiment not in cfgs:
+            cfgs[t.experiment] = t.cfg or kinds.load(t.experiment)
+    return cfgs
+
+
 def preload_of(tasks: list[Task]) -> list[str]:
     """What the workers import once: the preload lists of the tasks' kinds."""
-    names = {(t.cfg or kinds.load(t.experiment))["kind"] for t in tasks}
+    names = {cfg["kind"] for cfg in task_configs(tasks).values()}
     return sorted({m for k in names for m in kinds.get(k).preload})
 
 
@@ -434,7 +444,8 @@ def run_pool(tasks: list[Task], train_args: list[str], *, workers: int, log_dir:
         pool = Pool(workers, preload_of(tasks), worker_env(), threads)
     failed = []
     futures = {pool.submit(log_for(t), run_task, t, train_args): t for t in tasks}
-    bar = StepsBar([task_folder(t) for t in tasks])
+    cfgs = task_configs(tasks)
+    bar = StepsBar([task_folder(t, cfgs[t.experiment]) for t in tasks])
     where = (f" ({per_device} per device)" if per_device is not None else "")
     bar.write(f"training {len(tasks)} pair(s) on {workers} worker(s){where}; output in "
               f"{log_for(tasks[0]).parent if len(set(map(log_for, tasks))) > 1 else log_for(tasks[0])}")
@@ -461,9 +472,8 @@ def run_pool(tasks: list[Task], train_args: list[str], *, workers: int, log_dir:
     return report_failed(failed, len(tasks))
 
 
-def task_folder(task: Task) -> Path:
-    cfg = task.cfg or kinds.load(task.experiment)
-    return runs.pair_dir(experiments.experiment_dir(cfg), task.seed, task.frac)
+def task_folder(task: Task, cfg: dict) -> Path:
+    return experiments.pair_folder(cfg, task.seed, task.frac)
 
 
 class StepsBar:

@@ -100,7 +100,7 @@ def train(args, cfg: dict | None = None) -> int:
     frac = experiments.check_frac(args.frac)
     if args.seed < 0:
         raise UserError(f"--seed must be >= 0, got {args.seed}")
-    folder = runs.pair_dir(experiments.experiment_dir(cfg), args.seed, frac)
+    folder = experiments.pair_folder(cfg, args.seed, frac)
     if runs.is_finished(folder):  # before importing any training stack: skipping is cheap
         print(f"{folder}: already trained, skipping")
         return 0

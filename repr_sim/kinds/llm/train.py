@@ -46,8 +46,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ... import experiments, runs, splits
 from ... import pair as common
-from ... import runs, splits
 from ...data import hftext
 from ...data.text import MixedWindows, TokenWindows
 from ...errors import UserError
@@ -350,7 +350,7 @@ def train_pair(cfg: dict, seed: int, frac: float, *, device: str | None = None, 
     """Train both adapters of pair (seed, frac); returns the pair folder."""
     dist = Dist.from_env()
     device = resolve_device(device if device is not None else getattr(args, "device", None), dist)
-    if runs.is_finished(common.pair_folder(cfg, seed, frac)):
+    if runs.is_finished(experiments.pair_folder(cfg, seed, frac)):
         return common.train(cfg, seed, frac, None, device=device)
     dist.start("cuda" if device.startswith("cuda") else "cpu")
     try:

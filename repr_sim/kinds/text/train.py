@@ -46,8 +46,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ... import experiments, runs, splits
 from ... import pair as common
-from ... import runs, splits
 from ...data import text as textdata
 from ...errors import UserError
 from ...models import gpt as gptmod
@@ -545,7 +545,7 @@ def train_pair(cfg: dict, seed: int, frac: float, *, device: str | None = None, 
     if device.startswith("cuda"):
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
-    if runs.is_finished(common.pair_folder(cfg, seed, frac)):  # before starting processes
+    if runs.is_finished(experiments.pair_folder(cfg, seed, frac)):  # before starting processes
         return common.train(cfg, seed, frac, None, device=device)
     dist.start("cuda" if device.startswith("cuda") else "cpu")
     try:
