@@ -33,6 +33,10 @@ import sys
 import time
 
 SIZES = [10000, 50000]
+# The machine-reading helpers are bench_metrics.py's (this folder is on the path when the
+# script runs): one place for how a benchmark reads peak memory, the CPU and the load.
+from bench_metrics import _cpu_model, _load, _status_kib  # noqa: E402
+
 GROUPS = {
     "kNN-based (5)": ["cycle_knn", "mutual_knn", "lcs_knn", "cknna", "edit_distance_knn"],
     "cka + unbiased_cka": ["cka", "unbiased_cka"],
@@ -60,14 +64,6 @@ def parse_args(argv=None):
 
 
 # ---- worker (one N and device per process) ------------------------------------------------
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    return -1
-
-
 def _reset_peak(device) -> None:
     import torch
 
@@ -142,21 +138,6 @@ def worker(args) -> dict:
 
 
 # ---- parent -------------------------------------------------------------------------------
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
-
-
-def _load() -> str:
-    return " ".join(f"{x:.1f}" for x in os.getloadavg())
-
-
 def _table(results, parts: bool) -> str:
     k_perm = results[0]["k_perm"]
     lines = [f"| N | device | score_all (s) | calibrate_all, K = {k_perm} (s) "
