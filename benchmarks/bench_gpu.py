@@ -4,9 +4,15 @@
     PYTHONPATH=. python3 benchmarks/bench_gpu.py table rows.jsonl   # the table of all rows
 
 Sections (each appends JSON rows {section, name, value, unit, note} to --out):
-  train    one CIFAR-shaped pair (generated 32x32 data, 10 classes) for 2 epochs through the
-           real trainer (`reprsim train`), per loader backend (memory, device; ffcv if it
-           imports, not in a CPU dry run): training images/s of each model from its log, and the wall time
+  train    one CIFAR-shaped pair (generated 32x32 data, 10 classes, written as real betons:
+           without FFCV by repr_sim.data.betons' own writer) for 2 epochs through the real
+           trainer (`reprsim train`), per loader backend (memory, device; ffcv if FFCV
+           imports, not in a CPU dry run): training images/s of each model from its log, and
+           the wall time. Then torch.compile, M = 1: one ResNet-18 as in `pack` (batch 512,
+           device loader), eager and compiled in one process: the compile time (the first
+           compiled step's wall time) apart from the steady-state images/s of each, in a
+           subprocess that gets what is left of --limit (a compile that does not finish in
+           time gives a row saying so)
   pack     aggregate training images/s of M = 1, 2, 4, 8 processes sharing the device, each
            training a ResNet-18 (batch 512) on 25,000 device-resident images with the
            trainer's own train_step and DeviceLoader, timed together over one window after
@@ -19,7 +25,8 @@ Sections (each appends JSON rows {section, name, value, unit, note} to --out):
   extract  feature extraction images/s of one ResNet-18 (eval, autocast, batch 500)
   gpt      one GPT training step (the dataset-overlap model, bf16 autocast on CUDA): tokens/s
 Options --precision (fp16, bf16, fp32), --channels-last/--no-channels-last and --compile
-apply to `pack`. --cpu-dry-run shrinks every size so that a section runs in seconds on a
+apply to `pack` (and --precision, --channels-last to the compile row). --limit SECONDS: the
+time the section may take (gpu_check.sh passes its cap). --cpu-dry-run shrinks every size so that a section runs in seconds on a
 CPU (its rows are then CPU numbers, labelled so).
 """
 
@@ -34,6 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
+PROCESS_START = time.perf_counter()  # --limit counts from here (torch's import included)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TQDM_DISABLE", "1")
 
@@ -45,10 +53,10 @@ GOAL_S = 3600.0
 SECTIONS = ("train", "pack", "profile", "metrics", "extract", "gpt")
 
 FULL = dict(side=32, width=64, batch=512, images=25_000, train_images=5_000, test_images=1_000,
-            ms=(1, 2, 4, 8), warmup=10, window=8.0, ns=(10_000, 50_000), calib_n=10_000,
+            ms=(1, 2, 4, 8), warmup=10, window=4.0, compile_window=2.0, ns=(10_000, 50_000), calib_n=10_000,
             k=200, dim=512, extract_n=10_000, gpt_batch=32, gpt_steps=5)
 DRY = dict(side=16, width=8, batch=32, images=256, train_images=160, test_images=40,
-           ms=(1, 2, 4, 8), warmup=2, window=2.0, ns=(500, 1_000), calib_n=300, k=20,
+           ms=(1, 2, 4, 8), warmup=2, window=2.0, compile_window=1.0, ns=(500, 1_000), calib_n=300, k=20,
            dim=32, extract_n=256, gpt_batch=2, gpt_steps=2)
 
 
@@ -89,22 +97,6 @@ def cifar_like(n: int, side: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ---- train: one pair per backend through the real trainer ---------------------------------------
-def stand_in_betons(data: Path, sets: dict) -> None:
-    """Without FFCV (the GPU machine has none): empty files where the betons go, and the
-    trainer's two beton readers answering from the arrays. Everything else is the trainer."""
-    from repr_sim.data import betons
-    from repr_sim.kinds.image import train as image
-
-    by_path = {}
-    for part, arrays in sets.items():
-        path = betons.beton_path("cifar10", part, data)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"")
-        by_path[path.resolve()] = arrays
-    image.read_labels = lambda cfg, path: by_path[Path(path).resolve()][1]
-    image.memory_arrays = lambda path: by_path[Path(path).resolve()]
-
-
 def section_train(args, rows: Rows) -> None:
     from repr_sim import cli, experiments, kinds, runs
     from repr_sim.data import betons
@@ -114,33 +106,32 @@ def section_train(args, rows: Rows) -> None:
     sets = {"train": cifar_like(s["train_images"], s["side"], 0),
             "test": cifar_like(s["test_images"], s["side"], 1)}
     backends = ["memory", "device"]
+    try:
+        if args.cpu_dry_run:  # FFCV compiles its pipelines for minutes on a small CPU
+            raise ImportError("skipped in a CPU dry run")
+        import ffcv.loader  # noqa: F401
+
+        backends.append("ffcv")
+    except ImportError:
+        print("train: no ffcv row (no FFCV here, or a CPU dry run); the betons are real ones, "
+              "written and read without FFCV", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         data = tmp / "data"
-        try:
-            if args.cpu_dry_run:  # FFCV compiles its pipelines for minutes on a small CPU
-                raise ImportError("skipped in a CPU dry run")
-            import ffcv  # noqa: F401
-
-            for part, (images, labels) in sets.items():
-                betons.write_beton(images, labels, betons.beton_path("cifar10", part, data),
-                                   info={"dataset": "cifar10", "split": part})
-            backends.append("ffcv")
-        except ImportError:
-            print("train: FFCV not used (no FFCV here, or a CPU dry run): no ffcv row, the "
-                  "betons are stood in for by the arrays", flush=True)
-            stand_in_betons(data, sets)
+        for part, (images, labels) in sets.items():
+            betons.write_beton(images, labels, betons.beton_path("cifar10", part, data),
+                               info={"dataset": "cifar10", "split": part})
         for backend in backends:
             out = tmp / f"runs_{backend}"
             env = {"REPRSIM_DATA": str(data), "REPRSIM_RUNS": str(out), "REPRSIM_VERIFY": "0"}
             with environ(env):
-                started = time.perf_counter()
+                t0 = time.perf_counter()
                 code = cli.main(["train", "cifar10_ds", "--seed", "0", "--frac", "0.5",
                                  "--epochs", "2", "--batch-size", str(s["batch"]),
                                  "--device", args.device, f"--set=width={s['width']}",
                                  f"--set=loader.backend={backend}",
                                  f"--set=recipe.precision={args.precision}"])
-                wall = time.perf_counter() - started
+                wall = time.perf_counter() - t0
                 if code != 0:
                     rows.add(f"pair, 2 epochs, {backend} backend", float("nan"), "s", "FAILED")
                     continue
@@ -156,6 +147,73 @@ def section_train(args, rows: Rows) -> None:
             rows.add(f"{backend} backend: epoch 2 images/s per model", float(np.mean(speed)),
                      "img/s", "training + test pass, " +
                      (args.precision if args.device == "cuda" else "float32 (CPU)"))
+    compile_rows(args, rows)
+
+
+def compile_rows(args, rows: Rows) -> None:
+    """torch.compile at M = 1, in a subprocess given what is left of --limit (less 5 s)."""
+    left = (args.limit - (time.perf_counter() - PROCESS_START) - 5.0) if args.limit else 600.0
+    name = "torch.compile, M=1"
+    if left < 5:
+        rows.add(f"{name}: compile time", float("nan"), "s", "not run: no time left in the section")
+        return
+    opts = [f"--precision={args.precision}",
+            "--channels-last" if args.channels_last else "--no-channels-last"]
+    cmd = [sys.executable, __file__, "_compile_worker", "--device", args.device, *opts,
+           *(["--cpu-dry-run"] if args.cpu_dry_run else [])]
+    try:
+        with tempfile.TemporaryDirectory() as cache:  # cold caches: what a fresh job pays
+            env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": f"{cache}/inductor",
+                   "TRITON_CACHE_DIR": f"{cache}/triton"}
+            proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, timeout=left, env=env)
+    except subprocess.TimeoutExpired:
+        rows.add(f"{name}: compile time", float("nan"), "s",
+                 f"not finished within the {left:.0f} s left in the section (compile time > that)")
+        return
+    lines = proc.stdout.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        rows.add(f"{name}: compile time", float("nan"), "s", f"FAILED (exit {proc.returncode})")
+        return
+    r = json.loads(lines[-1])
+    recipe = (f"{args.precision}, {'channels-last' if args.channels_last else 'NCHW'}"
+              if args.device == "cuda" else "float32 (CPU), 1 thread")
+    rows.add(f"{name}: eager images/s", r["eager"], "img/s", f"{recipe}, batch {r['batch']}")
+    rows.add(f"{name}: compiled images/s", r["compiled"], "img/s",
+             f"steady state, compile excluded; x{r['compiled'] / r['eager']:.2f} eager")
+    rows.add(f"{name}: compile time", r["compile_s"], "s",
+             "first compiled step's wall time (default mode, cold caches), apart")
+    sweep_s = SWEEP_MODELS * SWEEP_EPOCHS * SWEEP_IMAGES / r["compiled"]
+    rows.add(f"{name}: projected sweep wall time", sweep_s / 3600, "h",
+             f"compiled, one model at a time; goal 1 h: {GOAL_S / sweep_s:.0%} of the needed speed")
+
+
+def compile_worker(args) -> None:
+    """Eager then compiled steps of one model (as `pack` trains it), timed apart."""
+    s, device = sizes(args), args.device
+
+    def images_per_s(step) -> float:
+        for _ in range(s["warmup"]):
+            step()
+        sync(device)
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < s["compile_window"]:
+            step()
+            n += 1
+            if n % 4 == 0:
+                sync(device)
+        sync(device)
+        return n * s["batch"] / (time.perf_counter() - t0)
+
+    eager = images_per_s(make_step(argparse.Namespace(**{**vars(args), "compile": False}), 0))
+    step = make_step(argparse.Namespace(**{**vars(args), "compile": True}), 0)
+    sync(device)
+    t0 = time.perf_counter()
+    step()  # traces, compiles forward and backward, runs
+    sync(device)
+    compile_s = time.perf_counter() - t0
+    compiled = images_per_s(step)
+    print(json.dumps({"eager": eager, "compiled": compiled, "compile_s": compile_s,
+                      "batch": s["batch"]}), flush=True)
 
 
 # ---- pack: M processes sharing the device ------------------------------------------------------
@@ -382,7 +440,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n".join(__doc__.splitlines()[1:]))
-    p.add_argument("section", choices=[*SECTIONS, "table", "_pack_worker"])
+    p.add_argument("section", choices=[*SECTIONS, "table", "_pack_worker", "_compile_worker"])
     p.add_argument("path", nargs="?", help="table: the rows file")
     p.add_argument("--out", default="gpu_rows.jsonl", help="rows file to append to")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None,
@@ -391,6 +449,8 @@ def parse_args(argv=None):
     p.add_argument("--precision", choices=["fp16", "bf16", "fp32"], default="bf16")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     p.add_argument("--compile", action="store_true", help="torch.compile the packed models")
+    p.add_argument("--limit", type=float, default=None,
+                   help="seconds the section may take (the compile row gets what is left)")
     p.add_argument("--worker", type=int, default=0, help=argparse.SUPPRESS)
     p.add_argument("--sync-dir", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -410,6 +470,11 @@ def main(argv=None) -> int:
         return 0
     if args.section == "_pack_worker":
         pack_worker(args)
+        return 0
+    if args.section == "_compile_worker":
+        if args.device == "cpu":
+            torch.set_num_threads(1)
+        compile_worker(args)
         return 0
     if args.device == "cpu":
         torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))

@@ -3,30 +3,37 @@
 #
 #   bash benchmarks/gpu_check.sh [--only SECTIONS] [--budget SECONDS] [--cpu-dry-run] [--out DIR]
 #
-# Sections, in this order (default: all of them, inside --budget, default 300 s):
-#   tests      the CUDA tests (tests named *cuda* or marked `cuda`)           cap 50 s
-#   train      one CIFAR-shaped pair, 2 epochs, per loader backend             cap 40 s
-#   pack       aggregate images/s of M = 1, 2, 4, 8 ResNet-18s on one device   cap 90 s
+# Sections, in this order (default: the first seven, whose caps add up to the default 300 s
+# budget; the last three as a second call, `--only finetune,diffusion,llm`, caps 270 s):
+#   tests      the CUDA tests: pytest -m cuda (4 processes with pytest-xdist)   cap 85 s
+#   train      one CIFAR-shaped pair, 2 epochs, per loader backend; then
+#              torch.compile at M = 1: compile time apart from images/s        cap 70 s
+#   pack       aggregate images/s of M = 1, 2, 4, 8 ResNet-18s on one device   cap 80 s
 #   profile    one model's step under torch.profiler (the bottleneck)          cap 20 s
-#   metrics    the eight metrics at N = 10,000 and 50,000; calibration K = 200  cap 45 s
-#   extract    feature extraction images/s                                      cap 20 s
-#   gpt        a GPT training step in bf16                                      cap 25 s
-#   finetune   benchmarks/bench_finetune.py --device cuda --quick (if present)  cap 60 s
-#   diffusion  benchmarks/bench_diffusion.py --device cuda --quick (if present) cap 60 s
-#   llm        benchmarks/bench_llm.py --device cuda --quick (if present)       cap 60 s
-# A section gets min(its cap, what is left of the budget) and is killed at that limit; a
-# section that no longer fits is listed as skipped. --only takes a comma-separated list. The
-# core sections fit the default 300 s; the last three then usually do not: run them as a
-# second call, `--only finetune,diffusion,llm` (the per-section details: bench_gpu.py --help).
+#   metrics    the eight metrics at N = 10,000 and 50,000; calibration K = 200  cap 15 s
+#   extract    feature extraction images/s                                      cap 15 s
+#   gpt        a GPT training step in bf16                                      cap 15 s
+#   finetune   benchmarks/bench_finetune.py --device cuda --quick (if present)  cap 90 s
+#   diffusion  benchmarks/bench_diffusion.py --device cuda --quick (if present) cap 90 s
+#   llm        benchmarks/bench_llm.py --device cuda --quick (if present)       cap 90 s
+# A section may run for its cap plus what the sections before it left unused, as long as
+# every later section of the call keeps its cap (and never past the budget); it is killed at
+# that limit. Where the budget is short of the caps, a section gets min(its cap, what is
+# left), and one that no longer fits (< 10 s) is listed as skipped. --only takes a comma-separated list (any
+# of the ten; the per-section details: bench_gpu.py --help).
 #
 # Environment on the GPU machine: run from the working tree (PYTHONPATH=. is set here),
-# python3 with its own torch; wheels for what it lacks (diffusers, ...) are installed from
-# .whl/ in the repository root when that folder exists (pip --no-index --target /tmp/site,
-# put on the path after the machine's own packages).
+# python3 with its own torch. Wheels in .whl/ (the repository root; gitignored, carried)
+# supply what it lacks (diffusers and the dependencies it lacks): only a wheel whose
+# distribution the machine does not have is installed, never torch, torchvision,
+# torchaudio, triton, nvidia-*, jax* or cupy*, with pip --no-index --no-deps (nothing is
+# fetched or resolved) into /tmp/site ($GPU_CHECK_SITE), which goes on PYTHONPATH.
 # --cpu-dry-run: every section on the CPU with tiny sizes, to prove the script works; the
 # numbers are then CPU numbers and labelled so; the caps are tripled (budget 900 s) for a
-# small shared CPU. Four files go to --out (default: $OUT when set, else gpu_check_out/):
-# table.md, rows.jsonl (one JSON line per measured value), status.tsv, sections.log.
+# small shared CPU; no wheel is installed; the tests section hides FFCV, `datasets` and
+# calibrated-similarity (REPRSIM_HIDE_PACKAGES, tests/conftest.py), as on the GPU machine.
+# Four files go to --out (default: $OUT when set, else gpu_check_out/): table.md, rows.jsonl
+# (one JSON line per measured value), status.tsv, sections.log.
 set -uo pipefail
 
 only="" budget="" dry=0 out="${OUT:-gpu_check_out}"
@@ -56,27 +63,55 @@ else
     py=python3
 fi
 if [ "$dry" = 0 ] && compgen -G ".whl/*.whl" >/dev/null; then
-    echo "installing $(ls .whl/*.whl | wc -l) wheel(s) from .whl/ into /tmp/site"
-    if "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-        --target /tmp/site .whl/*.whl; then
-        # After the machine's own packages (a .pth in its site-packages is read last), so a
-        # wheel only adds what is missing; PYTHONPATH (read first) where that is not writable.
-        site=$("$py" -c 'import site; print(site.getsitepackages()[0])')
-        echo /tmp/site 2>/dev/null >"$site/zz_gpu_check_wheels.pth" ||
-            export PYTHONPATH="$PYTHONPATH:/tmp/site"
+    # The wheels of distributions the machine lacks; the others are named and left out.
+    mapfile -t wheels < <("$py" - .whl/*.whl <<'PY'
+import re
+import sys
+from importlib import metadata
+
+for wheel in sys.argv[1:]:
+    name = re.sub(r"[-_.]+", "-", wheel.rsplit("/", 1)[-1].split("-")[0]).lower()
+    if re.fullmatch(r"torch|torchvision|torchaudio|triton|nvidia-.*|jax.*|cupy.*", name):
+        print(f"wheels: left out {wheel}: the machine's GPU stack is never replaced", file=sys.stderr)
+        continue
+    try:
+        print(f"wheels: left out {wheel}: the machine has {name} {metadata.version(name)}",
+              file=sys.stderr)
+    except metadata.PackageNotFoundError:
+        print(wheel)
+PY
+    )
+    site=${GPU_CHECK_SITE:-/tmp/site}
+    if [ ${#wheels[@]} -gt 0 ]; then
+        echo "installing ${#wheels[@]} wheel(s) from .whl/ into $site: ${wheels[*]#.whl/}"
+        "$py" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+            --target "$site" "${wheels[@]}" && export PYTHONPATH="$PYTHONPATH:$site"
     fi
 fi
+# Where torch and the packages the wheels supply come from (torch never from the wheels).
+"$py" - "${GPU_CHECK_SITE:-/tmp/site}" <<'PY' || exit 2
+import importlib.util
+import sys
+from importlib import metadata
+
+origin = importlib.util.find_spec("torch").origin
+print(f"torch {metadata.version('torch')} from {origin}")
+assert not origin.startswith(sys.argv[1]), "torch would come from the wheels: refusing"
+for name in ("diffusers", "importlib_metadata"):
+    spec = importlib.util.find_spec(name)
+    print(f"{name} from {spec.origin if spec else '(not importable)'}")
+PY
 
 all=(tests train pack profile metrics extract gpt finetune diffusion llm)
-declare -A cap=([tests]=50 [train]=40 [pack]=90 [profile]=20 [metrics]=45 [extract]=20 [gpt]=25
-                [finetune]=60 [diffusion]=60 [llm]=60)
+declare -A cap=([tests]=85 [train]=70 [pack]=80 [profile]=20 [metrics]=15 [extract]=15 [gpt]=15
+                [finetune]=90 [diffusion]=90 [llm]=90)
 if [ -n "$only" ]; then
     IFS=, read -r -a chosen <<<"$only"
     for s in "${chosen[@]}"; do
         [ -n "${cap[$s]:-}" ] || { echo "gpu_check.sh: unknown section $s (known: ${all[*]})" >&2; exit 2; }
     done
 else
-    chosen=("${all[@]}")
+    chosen=("${all[@]:0:7}")  # the last three: a second call (see above)
 fi
 
 mkdir -p "$out"
@@ -102,26 +137,33 @@ run_section() {  # name, limit, command...
     printf '%s\t%s\t%s\n' "$name" "$state" "$(($(date +%s) - t0))" >>"$status"
 }
 
-for s in "${chosen[@]}"; do
+scale=1
+[ "$dry" = 1 ] && scale=3
+for i in "${!chosen[@]}"; do
+    s=${chosen[$i]}
     left=$((budget - ($(date +%s) - started)))
-    limit=${cap[$s]}
-    [ "$dry" = 1 ] && limit=$((3 * limit))
+    reserve=0  # the caps of the sections after this one
+    for later in "${chosen[@]:$((i + 1))}"; do reserve=$((reserve + scale * ${cap[$later]})); done
+    limit=$((scale * ${cap[$s]}))
     [ "$left" -lt "$limit" ] && limit=$left
+    [ $((left - reserve)) -gt "$limit" ] && limit=$((left - reserve))
     if [ "$limit" -lt 10 ]; then
         printf '%s\tskipped: budget spent\t0\n' "$s" >>"$status"
         continue
     fi
     case "$s" in
-        tests)
-            if [ "$dry" = 1 ]; then  # no GPU: collect them (they skip), one CPU test runs
-                run_section tests "$limit" "$py" -m pytest -q -p no:cacheprovider -k cuda \
-                    tests/test_gpu_loader.py tests/test_metrics.py tests/test_calibration.py
-            else
-                run_section tests "$limit" "$py" -m pytest -q -p no:cacheprovider -rs \
-                    --continue-on-collection-errors -k cuda tests/
-            fi ;;
+        tests)  # every `cuda`-marked test; one line per test as it ends (-v), so a kill
+                # still shows which ran; without a GPU (dry run) they are collected and skip
+            xdist=()
+            "$py" -c 'import xdist' 2>/dev/null && xdist=(-n 4 --dist loadfile)
+            hide=()
+            [ "$dry" = 1 ] && hide=(REPRSIM_HIDE_PACKAGES=ffcv,datasets,calibrated_similarity)
+            run_section tests "$limit" env "${hide[@]}" "$py" -m pytest -v -rfEs \
+                -p no:cacheprovider --continue-on-collection-errors --durations=8 \
+                "${xdist[@]}" -m cuda tests/ ;;
         train | pack | profile | metrics | extract | gpt)
-            run_section "$s" "$limit" "$py" benchmarks/bench_gpu.py "$s" --out "$rows" "${dev[@]}" ;;
+            run_section "$s" "$limit" "$py" benchmarks/bench_gpu.py "$s" --out "$rows" \
+                --limit "$limit" "${dev[@]}" ;;
         finetune | diffusion | llm)
             script=benchmarks/bench_$s.py
             if [ -f "$script" ]; then

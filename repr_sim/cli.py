@@ -260,15 +260,18 @@ def add_prepare_text(sub):
 
 
 def add_attack(sub):
-    p = _add(sub, "attack", "kinds.finetune.attack:cli_attack",
-             "MI-FGSM transfer attacks between the two models of each fine-tuned pair",
-             description="Attack the finished pairs of fine-tuning experiment folders with "
-                         "MI-FGSM (docs/protocol.md section 6.3) in both directions, one result per "
-                         "pair (attack.json), merged into transfer_attack.csv (the study's "
-                         "schema, split_0 -> split_1) and transfer_attack_directions.csv. "
+    p = _add(sub, "attack", "attack:cli_attack",
+             "MI-FGSM transfer attacks between the two models of each pair (kinds finetune, image)",
+             description="Attack the finished pairs of experiment folders (kinds with an attack "
+                         "hook: finetune, image) with MI-FGSM (docs/protocol.md section 6.3) in "
+                         "both directions, one result per pair (attack.json), merged into "
+                         "transfer_attack.csv (the study's schema, split_0 -> split_1) and "
+                         "transfer_attack_directions.csv. Settings: the config's attack.* keys "
+                         "(eps 0 = 1/255 for dataset splits, 2/255 for task splits); task "
+                         "splits attack the shared classes only, label partitions are skipped. "
                          "Pairs with a current result are kept, so a killed run resumes.")
     p.add_argument("runs_dirs", nargs="+", metavar="RUNS_DIR",
-                   help="experiment folders of kind finetune ($REPRSIM_RUNS/<experiment>)")
+                   help="experiment folders of kind finetune or image ($REPRSIM_RUNS/<experiment>)")
     p.add_argument("--images", type=int, default=None,
                    help="images attacked per pair (default: the config's attack.images, 500)")
     p.add_argument("--device", choices=["cpu", "cuda"], default=None, help="default: cuda if available")

@@ -15,6 +15,10 @@ probe column, over the rows where neither value is -1 (an empty probe set, no sh
 - the mutual information of transfer_asr with the similarity (`mutual_info_regression`,
   random_state=42, as the study's tables);
 - for reference, Spearman's rho of transfer_asr with the overlap itself.
+
+`summary_lines` puts the numbers of one metric and probe column in a few plain lines (the
+demo's summary; the transfer files of pairs trained here come from `reprsim attack`,
+repr_sim.attack).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import pandas as pd
 
 from . import analysis
 from .errors import UserError
-from .results import EMPTY, TRANSFER_ASR, TRANSFER_KINDS
+from .results import EMPTY, OVERLAP_PROBE, TRANSFER_ASR, TRANSFER_KINDS
 
 TABLE_COLUMNS = ("n", "spearman_rho", "spearman_p", "partial_rho", "partial_p",
                  "mutual_information", "overlap_rho", "title")
@@ -132,28 +136,86 @@ def probe_stats(x, y, overlap, *, n_perm: int, seed: int = 0) -> dict:
             "overlap_rho": analysis.spearman(overlap, y, n_perm=0)[0]}
 
 
+def kept_values(joined: pd.DataFrame, probe: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(similarity, transfer_asr, overlap) of the joined rows where neither value is -1."""
+    keep = joined[f"keep_{probe}"].to_numpy()
+    return tuple(joined.loc[keep, c].to_numpy(dtype=np.float64)
+                 for c in (probe, TRANSFER_ASR, "frac_overlap"))
+
+
+def check_probes(sim: analysis.ResultFile, probes) -> None:
+    unknown = [p for p in probes if p not in sim.value_columns]
+    if unknown:
+        raise UserError(f"{sim.path}: no probe column '{unknown[0]}' (it has "
+                        f"{', '.join(sim.value_columns)})")
+
+
 def consequences(sim: analysis.ResultFile, asr: analysis.ResultFile, *,
-                 metrics: tuple[str, ...] | None = None,
+                 metrics: tuple[str, ...] | None = None, probes: tuple[str, ...] | None = None,
                  n_perm: int = analysis.N_PERMUTATIONS, seed: int = 0) -> pd.DataFrame:
-    """The table: index (metric, probe), columns TABLE_COLUMNS."""
+    """The table: index (metric, probe), columns TABLE_COLUMNS (`probes`: only these)."""
+    check_probes(sim, probes or ())
     rows = {}
     for metric in metrics or sim.metrics():
         joined = join(sim, asr, metric)
-        for probe in sim.value_columns:
-            keep = joined[f"keep_{probe}"].to_numpy()
-            x = joined.loc[keep, probe].to_numpy(dtype=np.float64)
-            y = joined.loc[keep, TRANSFER_ASR].to_numpy(dtype=np.float64)
+        for probe in probes or sim.value_columns:
+            x, y, overlap = kept_values(joined, probe)
+            if x.size < 4 and not probes:  # every column asked for: leave out the short ones
+                continue
             if x.size < 4:
                 raise UserError(f"{sim.path}: column '{probe}' (metric {metric}): {x.size} "
                                 f"rows with a transfer value; at least 4 are needed")
-            overlap = joined.loc[keep, "frac_overlap"].to_numpy(dtype=np.float64)
             stats = probe_stats(x, y, overlap, n_perm=n_perm, seed=seed)
             stats["title"] = analysis.probe_title(probe, dataset=sim.dataset, split=sim.split)
             rows[(metric, probe)] = stats
+    if not rows:
+        raise UserError(f"{sim.path}: no probe column has 4 rows with a transfer value")
     table = pd.DataFrame.from_dict(rows, orient="index", columns=list(TABLE_COLUMNS))
     table.index = pd.MultiIndex.from_tuples(table.index, names=["metric", "probe"])
     table["n"] = table["n"].astype(int)
     return table
+
+
+def summary_lines(sim_path, asr_path, *, metric: str = "cka", probe: str = OVERLAP_PROBE,
+                  n_perm: int = analysis.N_PERMUTATIONS, seed: int = 0) -> list[str]:
+    """A few plain lines on one similarity file and its transfer file (the demo's summary):
+    the transfer success, its Spearman rho with overlap and with `metric` on `probe`, and
+    the partial rank correlation with the similarity given overlap (`consequences`)."""
+    sim, asr = read_pair(sim_path, asr_path)
+    check_probes(sim, (probe,))
+    _, y, overlap = kept_values(join(sim, asr, metric), probe)
+    head = f"  transfer attack success (split_0 -> split_1), {y.size} pairs"
+    if y.size < 4:
+        return [f"{head}: at least 4 with {metric} on {probe} are needed for the correlations"]
+    row = consequences(sim, asr, metrics=(metric,), probes=(probe,), n_perm=n_perm,
+                       seed=seed).loc[(metric, probe)]
+    rho, p = analysis.spearman(overlap, y, n_perm=n_perm, seed=seed)
+    return [f"{head}: mean {y.mean():.3f} ({y.min():.3f} to {y.max():.3f})",
+            f"  transfer success against overlap: Spearman rho {rho:+.3f} (p {p:.3g})",
+            f"  against {metric} ({probe}): Spearman rho {row['spearman_rho']:+.3f} "
+            f"(p {row['spearman_p']:.3g}); given overlap: partial rho {row['partial_rho']:+.3f} "
+            f"(p {row['partial_p']:.3g})"]
+
+
+def transfer_sentence(sim_path, asr_path, *, metric: str = "cka", probe: str = OVERLAP_PROBE,
+                      alpha: float = 0.05, n_perm: int = analysis.N_PERMUTATIONS) -> str:
+    """One sentence on a transfer file: how often an attack on one model fools the other,
+    and whether that follows the overlap, and `metric` beyond the overlap (partial rho)."""
+    sim, asr = read_pair(sim_path, asr_path)
+    _, y, overlap = kept_values(join(sim, asr, metric), probe)
+    if y.size < 4:
+        return f"In {asr.path.name}, fewer than 4 pairs have a transfer rate and a {metric}."
+    row = consequences(sim, asr, metrics=(metric,), probes=(probe,), n_perm=n_perm).loc[(metric, probe)]
+    rho, p = analysis.spearman(overlap, y, n_perm=n_perm)
+
+    def verdict(r, q):
+        return f"rises (rho {r:+.2f}, p {q:.2g})" if q < alpha and r > 0 else (
+            f"falls (rho {r:+.2f}, p {q:.2g})" if q < alpha else f"shows no trend (rho {r:+.2f}, p {q:.2g})")
+
+    return (f"In {asr.path.name}, attacks crafted on one model fool the other on "
+            f"{100 * y.mean():.1f}% of images on average; the rate {verdict(rho, p)} with overlap, "
+            f"and given the overlap it {verdict(row['partial_rho'], row['partial_p'])} with "
+            f"{metric}.")
 
 
 # ---- a folder: every transfer file with its similarity file --------------------------------
@@ -243,9 +305,30 @@ def cli_consequences(args) -> int:
         print(f"wrote {analysis.write_table(table, args.out)}")
     if args.plot:
         metric = args.metric or "cka"
-        fig = plots.plot_consequences(join(sim, asr, metric), table.xs(metric, level="metric"),
-                                      metric, title=pair_title(sim))
-        plots.save_figure(fig, args.plot)
-        plots.close(fig)
-        print(f"wrote {args.plot}")
+        print(f"wrote {save_plot(sim, asr, table.xs(metric, level='metric'), metric, args.plot)}")
     return 0
+
+
+def save_plot(sim: analysis.ResultFile, asr: analysis.ResultFile, table: pd.DataFrame,
+              metric: str, path) -> Path:
+    """The scatter of transfer success against `metric` (one panel per probe of `table`,
+    a `consequences` table of that metric), written to `path`."""
+    from . import plots
+
+    fig = plots.plot_consequences(join(sim, asr, metric), table, metric, title=pair_title(sim))
+    try:
+        return plots.save_figure(fig, path)
+    finally:
+        plots.close(fig)
+
+
+def render_pair(sim_path, asr_path, out, *, metric: str = "cka", probe: str = OVERLAP_PROBE,
+                n_perm: int = analysis.N_PERMUTATIONS) -> list[Path]:
+    """The demo's figure of one experiment: transfer success against `metric` on `probe`,
+    as `out` with .png and .pdf (nothing when fewer than 4 pairs have both values)."""
+    sim, asr = read_pair(sim_path, asr_path)
+    if kept_values(join(sim, asr, metric), probe)[0].size < 4:
+        return []
+    table = consequences(sim, asr, metrics=(metric,), probes=(probe,), n_perm=n_perm)
+    return [save_plot(sim, asr, table.xs(metric, level="metric"), metric, Path(out).with_suffix(s))
+            for s in (".png", ".pdf")]

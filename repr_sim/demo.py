@@ -75,11 +75,11 @@ SCALES = {
     "full": Scale(
         name="full",
         # Dataset overlap trains 20 epochs (at 8 epochs the seeds' spread of CKA was several
-        # times the effect), task overlap 16 (at 8 some models stayed near chance); peak lr
-        # 0.2, no augmentation (lr 0.1, or a flip and a 2-pixel translate, made test
-        # accuracy vary from 55 to 90% between models). Six seeds for dataset overlap; task
-        # overlap leaves out fraction 0 (no shared class: its in-distribution probe is
-        # empty) and shares 1, 2 or 4 of each model's 4 classes. benchmarks/README.md, "The
+        # times the effect), peak lr 0.2, no augmentation (lr 0.1, or a flip and a 2-pixel
+        # translate, made test accuracy vary from 55 to 90% between models), six seeds, model
+        # A trained once per seed (reuse_models). Task overlap splits the colours (shape
+        # tasks left some models near chance), 5 epochs, 12 seeds, fraction 0 left out (no
+        # shared class: its in-distribution probe is empty). benchmarks/README.md, "The
         # built-in study's effect", has what was tried.
         image=Part(data={"size": 16, "n_train": 5000, "n_test": 500}, probe_size=None,
                          common={"width": 8, "recipe.batch_size": 64, "recipe.lr": 0.2},
@@ -87,10 +87,10 @@ SCALES = {
                                                      "seeds": [0, 1, 2, 3, 4, 5],
                                                      "recipe.epochs": 20,
                                                      "recipe.peak_epoch": 4},
-                                         "demo_task": {"fracs": [0.25, 0.5, 1.0],
-                                                       "seeds": [0, 1, 2],
-                                                       "recipe.epochs": 16,
-                                                       "recipe.peak_epoch": 3}}),
+                                         "demo_task": {"fracs": [0.2, 0.4, 1.0],
+                                                       "seeds": list(range(12)),
+                                                       "recipe.epochs": 5,
+                                                       "recipe.peak_epoch": 1}}),
         text=Part(data={"chars": 200_000}, probe_size=500,
                        common={"seeds": [0, 1, 2], "recipe.iters": 150, "recipe.eval_interval": 25},
                        per_experiment={"demo_text_ds": {"fracs": [0.0, 0.5, 1.0]},
@@ -101,11 +101,11 @@ SCALES = {
     # inputs crash torch 2.14, see README); a 1-layer GPT, a few steps.
     "tiny": Scale(
         name="tiny",
-        image=Part(data={"size": 8, "n_train": 160, "n_test": 48}, probe_size=24,
+        image=Part(data={"size": 8, "n_train": 160, "n_test": 120}, probe_size=24,
                          common={"width": 8, "recipe.epochs": 1, "recipe.batch_size": 16,
                                  "recipe.peak_epoch": 1, "seeds": [0, 1]},
                          per_experiment={"demo_ds": {"fracs": [0.0, 1.0]},
-                                         "demo_task": {"fracs": [0.0, 0.5, 1.0]}}),
+                                         "demo_task": {"fracs": [0.0, 0.4, 1.0]}}),
         text=Part(data={"chars": 12_000}, probe_size=24,
                        common={"seeds": [0, 1], "model.n_layer": 1, "model.n_head": 2,
                                "model.n_embd": 16, "model.block_size": 16,
@@ -170,27 +170,60 @@ def finish_job(text: bool, experiment: str, cfg: dict, out: str, probe_size: int
                device: str) -> tuple[list[Path], list[str]]:
     """Measure one experiment, copy its CSVs to `out`, render their tables and figures;
     returns (the files written, its lines of the summary)."""
-    from . import measure
+    from . import attack, measure
 
     folder = experiments.experiment_dir(cfg)
     if measure.measure([folder], measure.Options(probe_size=probe_size, device=device)) != 0:
         raise UserError(f"measuring {folder} failed")
+    attacked = attack.has_attack(cfg["kind"])
+    if attacked and attack.attack_experiment(folder, device)[1]:
+        raise UserError(f"attacking the pairs of {folder} failed")
     written = []
-    for csv in collect(Path(out), experiment, cfg):  # the calibrated companion is summarised
+    for csv in collect(Path(out), experiment, cfg, attacked):  # calibrated: summarised only
         written += [csv, *([] if "_calibrated" in csv.name else render(csv))]
-    return written, experiment_summary(experiment, cfg, *result_paths(Path(out), experiment, cfg))
+    paths = result_paths(Path(out), experiment, cfg)
+    lines = experiment_summary(experiment, cfg, *paths)
+    if attacked:
+        written += render_consequences(paths[0], transfer_path(Path(out), experiment))
+        lines += consequence_lines(paths[0], transfer_path(Path(out), experiment))
+    return written, lines
+
+
+def transfer_path(out: Path, experiment: str) -> Path:
+    return out / f"{experiment}_transfer_attack.csv"
+
+
+def render_consequences(sim_csv: Path, asr_csv: Path) -> list[Path]:
+    """Transfer success against CKA on the in-distribution probe, unless newer than both."""
+    from . import consequences
+
+    target = asr_csv.with_name(f"{asr_csv.stem}_{METRIC}")
+    paths = [target.with_suffix(".png"), target.with_suffix(".pdf")]
+    newest = max(sim_csv.stat().st_mtime, asr_csv.stat().st_mtime)
+    if all(p.is_file() and p.stat().st_mtime >= newest for p in paths):
+        return paths
+    return consequences.render_pair(sim_csv, asr_csv, target, metric=METRIC)
+
+
+def consequence_lines(sim_csv: Path, asr_csv: Path) -> list[str]:
+    from . import consequences
+
+    return consequences.summary_lines(sim_csv, asr_csv, metric=METRIC)
 
 
 def result_paths(out: Path, experiment: str, cfg: dict) -> list[Path]:
     return [out / f"{experiment}{o.suffix}.csv" for o in kinds.get(cfg["kind"]).outputs]
 
 
-def collect(out: Path, experiment: str, cfg: dict) -> list[Path]:
+def collect(out: Path, experiment: str, cfg: dict, attacked: bool = False) -> list[Path]:
     """The experiment's result files (and companions) in `out` under the demo's names."""
     from . import summary
+    from .results import TRANSFER_ATTACK_CSV
 
     outputs = [(o.file, dst.name) for o, dst in
                zip(kinds.get(cfg["kind"]).outputs, result_paths(out, experiment, cfg), strict=True)]
+    if attacked:
+        outputs.append((TRANSFER_ATTACK_CSV, transfer_path(out, experiment).name))
     return summary.collect_results(experiments.experiment_dir(cfg), out, outputs,
                                    extra_meta={"demo_scale": cfg["demo"]["scale"]})
 
@@ -243,13 +276,20 @@ def experiment_summary(experiment: str, cfg: dict, sim_csv: Path, per_model_csv:
 
 def ending(out: Path, sim_csvs: dict[str, Path]) -> list[str]:
     """Where the figures are, and one paragraph on what the numbers show."""
-    from . import summary
+    from . import consequences, summary
 
     figures = ", ".join(p.with_name(f"{p.stem}_{METRIC}.png").name for p in sim_csvs.values())
     said = [summary.overlap_sentence(p, metric=METRIC) for p in sim_csvs.values()]
-    return ["", f"Figures (box plots of {METRIC} against overlap, .png and .pdf) and tables are "
-                f"in {out}: {figures}; `reprsim summary {out}` gives the headline table.",
-            " ".join(said)]
+    attacked = {e: transfer_path(out, e) for e in sim_csvs if transfer_path(out, e).is_file()}
+    lines = ["", f"Figures (box plots of {METRIC} against overlap, .png and .pdf) and tables are "
+                 f"in {out}: {figures}; `reprsim summary {out}` gives the headline table."]
+    if attacked:
+        names = ", ".join(f"{p.stem}.png, {p.stem}_{METRIC}.png" for p in attacked.values())
+        lines.append(f"Transfer attacks (success against overlap, and against {METRIC}): "
+                     f"{names}; `reprsim consequences {out}` gives their table.")
+        said += [consequences.transfer_sentence(sim_csvs[e], p, metric=METRIC)
+                 for e, p in attacked.items()]
+    return [*lines, " ".join(said)]
 
 
 # ---------------------------------------------------------------------------------------
@@ -373,7 +413,7 @@ def run(*, text: bool = False, scale: str = "full", out: str | Path | None = Non
 
 
 # What the workers import once besides the kind's stack: the analysis and plotting.
-ANALYSIS_MODULES = ("repr_sim.analysis", "repr_sim.plots", "repr_sim.summary",
+ANALYSIS_MODULES = ("repr_sim.analysis", "repr_sim.attack", "repr_sim.plots", "repr_sim.summary",
                     "sklearn.feature_selection", "scipy.stats", "matplotlib.pyplot")
 
 

@@ -386,9 +386,9 @@ class _Experiment:
             else:
                 self.tally.unfinished += 1
                 note(f"{pair_label(pair_dir)}: not finished (no done marker); skipped for now")
-        from tqdm.auto import tqdm
+        from .paths import progress
 
-        bar = tqdm(total=len(todo), desc=f"measure {self.folder.name}", unit="pair",
+        bar = progress(total=len(todo), desc=f"measure {self.folder.name}", unit="pair",
                    dynamic_ncols=True)
         deferred = []
         for pair_dir in todo:

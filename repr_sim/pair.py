@@ -28,8 +28,12 @@ from .experiments import merge, pair_folder
 from .paths import source_root
 
 # Config keys that say how a run was started, not what it trains: they may differ between
-# an interrupted run and its resumption.
-RUNTIME_KEYS = ("loader", "config_path")
+# an interrupted run and its resumption. `reuse_models` (a top-level bool) lets a pair copy
+# a model that a sibling pair of the same seed already trained from the same inputs (see
+# `reusable_model`): it saves work, it does not change what a model is trained on. The
+# `attack` table says how `reprsim attack` attacks the trained pair.
+RUNTIME_KEYS = ("loader", "config_path", "reuse_models", "attack")
+MODEL_KEY = "model_key.json"  # split_<i>/: what the model's training depended on
 
 
 # ---- config checks ------------------------------------------------------------------------
@@ -140,6 +144,10 @@ class PairJob:
     model_finished: Callable[[Path], bool] | None = None  # default: the checkpoint exists
     before_training: Callable[[list[int]], None] | None = None  # with the models left to train
     dist: object = field(default_factory=SingleProcess)  # DDP ranks share one pair (text)
+    # Per model, a fingerprint of everything its training depends on (config, seed, its
+    # data, its labels), or None: two models with equal keys train identically, so with
+    # `reuse_models` one is copied instead of trained again (kinds that set it: image).
+    model_keys: list[str | None] = field(default_factory=list)
 
     def finished(self, model_dir: Path) -> bool:
         if self.model_finished is not None:
@@ -177,13 +185,54 @@ def train(cfg: dict, seed: int, frac: float, prepare, *, device: str,
             model_dir = folder / f"split_{i}"
             model_dir.mkdir(exist_ok=True)
             dist.barrier()
-            job.train_model(i, model_dir)
+            source = dist.share(reusable_model(folder, i, cfg, job) if dist.main else None)
+            if source is not None:
+                copy_model(source, model_dir, job.checkpoint)
+                args.setdefault("reused_models", {})[f"split_{i}"] = str(source.relative_to(folder.parent.parent))
+                print(f"{model_dir}: the same training as {source}; copied it")
+            else:
+                job.train_model(i, model_dir)
             dist.barrier()
+            if dist.main and cfg.get("reuse_models") and i < len(job.model_keys) and job.model_keys[i]:
+                runs.atomic_write_json(model_dir / MODEL_KEY, {"key": job.model_keys[i]})
         if dist.main:
             finish_pair(folder, args, cfg, job)
     if dist.main:
         print(f"{folder}: done")
     return folder
+
+
+# ---- reusing a sibling's model ------------------------------------------------------------
+def reusable_model(folder: Path, i: int, cfg: dict, job: PairJob) -> Path | None:
+    """A finished split_<i> of another fraction of this seed with the same model key, when
+    the config asks for `reuse_models` (e.g. model A of a dataset split: its images do not
+    depend on the fraction). Only models whose key file was written after they finished
+    count, so a half-trained or older model is never copied."""
+    key = job.model_keys[i] if i < len(job.model_keys) else None
+    if not (cfg.get("reuse_models") and key):
+        return None
+    for sibling in sorted(folder.parent.glob("frac_*")):
+        source = sibling / f"split_{i}"
+        if sibling == folder or not (source / MODEL_KEY).is_file() or not job.finished(source):
+            continue
+        try:
+            if runs.read_json(source / MODEL_KEY).get("key") == key:
+                return source
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def copy_model(source: Path, target: Path, checkpoint: str) -> None:
+    """Copy a model folder's files, the checkpoint last (it is what marks the model
+    finished), each atomically, with this user's umask."""
+    import shutil
+
+    names = sorted(p.name for p in source.iterdir()
+                   if p.is_file() and p.name != MODEL_KEY and not p.name.startswith("."))
+    for name in sorted(names, key=lambda n: n == checkpoint):
+        with runs.atomic_path(target / name) as tmp:
+            shutil.copyfile(source / name, tmp)
 
 
 def _write_status(folder: Path, cfg: dict, job: PairJob, *, finished: bool) -> None:

@@ -44,6 +44,23 @@ def verify_checksums() -> bool:
     return os.environ.get("REPRSIM_VERIFY", "1") != "0"
 
 
+def bars_disabled() -> bool | None:
+    """tqdm's `disable` for a progress bar: True under TQDM_DISABLE, else None (tqdm then
+    draws on a terminal only, so a SLURM or CI log gets the plain per-epoch lines, not
+    thousands of carriage-return frames). Passed explicitly: tqdm reads TQDM_* variables
+    once, when it is imported."""
+    return True if os.environ.get("TQDM_DISABLE", "").strip() not in ("", "0") else None
+
+
+def progress(*args, **kwargs):
+    """A tqdm bar drawn on a terminal only (`bars_disabled`); disable=True still hides it."""
+    from tqdm.auto import tqdm
+
+    if kwargs.get("disable") is not True:
+        kwargs["disable"] = bars_disabled()
+    return tqdm(*args, **kwargs)
+
+
 def usable_cpus() -> int:
     """CPUs this process may use: SLURM's allocation inside a job, else its affinity."""
     slurm = os.environ.get("SLURM_CPUS_PER_TASK")

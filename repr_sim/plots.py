@@ -64,8 +64,10 @@ def _fraction_label(v: float) -> str:
     return f"{v:.2g}"
 
 
-def _groups(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
-    keys = np.round(x, 6)
+def _groups(x: np.ndarray, y: np.ndarray, fractions=None) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Box positions (the overlap levels of `fractions`, default x: realised overlaps a
+    little apart are one box, analysis.overlap_levels) and the y values of each."""
+    keys = analysis.level_of(x, analysis.overlap_levels(x if fractions is None else fractions))
     positions = np.unique(keys)
     return positions, [y[keys == p] for p in positions]
 
@@ -95,6 +97,7 @@ def _draw_boxes(ax, positions, groups, *, colours=None, width=None):
 
 
 def _signed(v: float) -> str:
+    v = 0.0 if abs(v) < 1e-12 else v  # a flat fit's rounding noise (-3.1e-19) reads as 0
     return f"{v:.3g}".replace("-", "\u2212")
 
 
@@ -121,7 +124,7 @@ def fraction_ticks(fractions) -> tuple[np.ndarray, list[str]]:
     """Tick positions and labels of an overlap axis: a tick at each fraction of the file and
     nowhere else (ticks between the boxes made labels collide: "0 0.20.40.60.8 1"); with many
     fractions (steps of 0.1) every other label is left blank, ends kept."""
-    ticks = np.unique(np.round(np.asarray(fractions, dtype=np.float64), 6))
+    ticks = analysis.overlap_levels(fractions)
     step = 2 if ticks.size > MAX_TICK_LABELS else 1
     labels = [_fraction_label(v) if (i % step == 0 or i == ticks.size - 1) else ""
               for i, v in enumerate(ticks)]
@@ -221,11 +224,12 @@ def plot_scores(result: analysis.ResultFile, metric: str | None = "cka", table=N
     calibrated = result.kind in analysis.CALIBRATED_KINDS  # a null-calibrated companion
     if calibrated:
         what = f"calibrated {what}"
-    fig, axes = _figure(len(columns), _suptitle(result, what), titles=result.has_metrics)
+    titled = result.has_metrics or len(columns) > 1  # (a lone panel says it on its y axis)
+    fig, axes = _figure(len(columns), _suptitle(result, what), titles=titled)
     fractions = result.x_values(result.rows(metric))  # every panel gets the same ticks
     for i, (ax, column) in enumerate(zip(axes, columns, strict=True)):
         x, y = result.xy(column, metric)
-        positions, groups = _groups(x, y * scale)
+        positions, groups = _groups(x, y * scale, None if result.split == "partition" else fractions)
         width = _draw_boxes(ax, positions, groups)
         lo, hi = float(positions.min()), float(positions.max())
         _draw_fit(ax, table.loc[column], lo, hi, scale)
@@ -234,7 +238,7 @@ def plot_scores(result: analysis.ResultFile, metric: str | None = "cka", table=N
             ax.set_xlim(-0.3, 1.3)
         else:
             _fraction_axis(ax, positions, width, fractions)
-        if result.has_metrics:  # (a lone accuracy panel says it on its y axis)
+        if titled:
             ax.set_title(table.loc[column, "title"])
         if i % _grid(len(columns))[1] == 0:
             ax.set_ylabel((f"Calibrated {metric_title(metric)}" if calibrated else
@@ -311,7 +315,7 @@ def _panel(ax, result: analysis.ResultFile, rule, metric, study, fractions):
     x, y = result.xy(column, metric, keep_empty=keep_empty, drop_x=drop_x)
     stats = analysis.fit(x, y, what=f"{result.path}: column '{column}'", n_perm=0, n_boot=0,
                          standardize_x=result.x_column == "partition")
-    positions, groups = _groups(x, y)
+    positions, groups = _groups(x, y, None if result.x_column == "partition" else fractions)
     width = _draw_boxes(ax, positions, groups)
     _draw_fit(ax, stats, float(positions.min()), float(positions.max()))
     if result.x_column == "partition":

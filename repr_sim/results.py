@@ -113,7 +113,7 @@ DIFFUSION_LOSS_CSV = VAE_LOSS_CSV
 DIFFUSION_DS_PROBES = (DIFFUSION_PROBE,)
 DIFFUSION_TASK_PROBES = (OVERLAP_PROBE, OOD_ONE_PROBE)
 
-# The fine-tuning kind's transfer attacks (repr_sim.kinds.finetune.attack, `reprsim attack`):
+# The transfer attacks of the finetune and image kinds (repr_sim.attack, `reprsim attack`):
 # transfer_attack.csv in the study's schema (ASR_COLUMNS, direction split_0 -> split_1, every
 # attacked image counted), and beside it both directions with the rates over the images
 # both models classify correctly when clean (-1 where there are none).

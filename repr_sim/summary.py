@@ -723,7 +723,7 @@ def calibrated_lines(sim_csv: Path, *, metrics=("cka", "mutual_knn")) -> list[st
         raw = analysis.analyze(sim, metric, columns=(probe,)).loc[probe]
         calibrated = analysis.analyze(cal, metric, columns=(probe,)).loc[probe]
         sig = analysis.significance(cal, metric, alpha=alpha, columns=(probe,)).loc[probe]
-        levels = ", ".join(f"{x:g}: {int(r.significant)}/{int(r.n)}" for x, r in sig.iterrows())
+        levels = ", ".join(f"{x:.2g}: {int(r.significant)}/{int(r.n)}" for x, r in sig.iterrows())
         lines.append(f"  {metric} ({probe}): raw rho {raw['spearman_rho']:+.3f} "
                      f"(p {raw['spearman_p']:.3g}), calibrated rho "
                      f"{calibrated['spearman_rho']:+.3f} (p {calibrated['spearman_p']:.3g}); "

@@ -76,7 +76,7 @@ from tqdm.auto import tqdm
 
 from . import experiments, kinds, runs
 from .errors import UserError
-from .paths import data_root, runs_root, usable_cpus
+from .paths import data_root, progress, runs_root, usable_cpus
 
 LAUNCHERS = ("auto", "slurm", "pool", "local")
 SBATCH_SCRIPT = "run_train.sh"
@@ -279,7 +279,7 @@ def run_task(task: Task, train_args: list[str]) -> int:
 
 def run_local(tasks: list[Task], train_args: list[str]) -> int:
     failed = []
-    for task in tqdm(tasks, desc="sweep", unit="pair"):
+    for task in progress(tasks, desc="sweep", unit="pair"):
         print(f"== {task.experiment} seed {task.seed} frac {task.frac:g}", flush=True)
         code = run_task(task, train_args)
         if code != 0:
@@ -428,7 +428,8 @@ def task_log(log_dir: Path, task: Task) -> Path:
 
 def run_pool(tasks: list[Task], train_args: list[str], *, workers: int, log_dir: Path,
              pool=None, log_for=None, on_done=None, per_device: int | None = None) -> int:
-    """Train `tasks` in `workers` processes (or in the given repr_sim.pool.Pool), in order;
+    """Train `tasks` in `workers` processes (or in the given repr_sim.pool.Pool), in the
+    order of `spread_seeds`;
     with `per_device` M, in M processes per visible GPU instead (packed_pool).
     Each task's output goes to `log_for(task)` (default: task_log). The terminal gets one
     line per finished pair, and on a terminal a bar over the pairs' steps (their status
@@ -443,6 +444,7 @@ def run_pool(tasks: list[Task], train_args: list[str], *, workers: int, log_dir:
         threads = max(1, usable_cpus() // workers)
         pool = Pool(workers, preload_of(tasks), worker_env(), threads)
     failed = []
+    tasks = spread_seeds(tasks)
     futures = {pool.submit(log_for(t), run_task, t, train_args): t for t in tasks}
     cfgs = task_configs(tasks)
     bar = StepsBar([task_folder(t, cfgs[t.experiment]) for t in tasks])
@@ -470,6 +472,21 @@ def run_pool(tasks: list[Task], train_args: list[str], *, workers: int, log_dir:
         if own:
             pool.close(cancel=bool(sys.exc_info()[0]))
     return report_failed(failed, len(tasks))
+
+
+def spread_seeds(tasks: list[Task]) -> list[Task]:
+    """Each experiment's tasks in rounds, one pair of every seed per round (experiments
+    kept in order): pairs of one seed then rarely train at the same time, so with
+    `reuse_models` a pair finds the model its sibling trained instead of training it too."""
+    experiments_order = list(dict.fromkeys(t.experiment for t in tasks))
+    seen: dict[tuple, int] = {}
+    rounds = []
+    for t in tasks:
+        rounds.append(seen.get((t.experiment, t.seed), 0))
+        seen[(t.experiment, t.seed)] = rounds[-1] + 1
+    order = sorted(range(len(tasks)),
+                   key=lambda i: (experiments_order.index(tasks[i].experiment), rounds[i], i))
+    return [tasks[i] for i in order]
 
 
 def task_folder(task: Task, cfg: dict) -> Path:

@@ -80,3 +80,48 @@ log_interval = 1
     path = Path(folder) / f"{name}.toml"
     path.write_text(text, encoding="utf-8")
     return path
+
+
+def prepare_generated(corpus: str, path: Path, *, root: Path | None = None,
+                      tokenizer: str = "bytes") -> dict:
+    """`repr_sim.data.text.prepare` of a generated .txt corpus (one document a line).
+
+    Where Hugging Face `datasets` is not installed (the GPU check's machine), the same
+    function runs with a stand-in for its `datasets` step (`_prepare_hf`): the lines split
+    train / val by a NumPy permutation instead of datasets' shuffle (other documents in val),
+    tokenised and written by the module's own code, so the files are in the real format.
+    """
+    from unittest import mock
+
+    from repr_sim.data import text as textdata
+
+    try:
+        import datasets  # noqa: F401
+    except ImportError:
+        with mock.patch.object(textdata, "_prepare_hf", _prepare_lines_without_datasets):
+            return textdata.prepare(corpus, data_files=[path], tokenizer=tokenizer, root=root)
+    return textdata.prepare(corpus, data_files=[path], tokenizer=tokenizer, root=root)
+
+
+def _prepare_lines_without_datasets(spec, enc, data_files, num_proc, out: Path) -> dict:
+    import math
+
+    import numpy as np
+
+    from repr_sim.data import text as textdata
+
+    files, builder = textdata._check_files(data_files)
+    assert builder == "text", "the stand-in reads .txt corpora only"
+    lines = [line for f in files for line in Path(f).read_text(encoding="utf-8").splitlines()]
+    order = np.random.default_rng(textdata.HF_SPLIT_SEED).permutation(len(lines))
+    n_val = math.ceil(len(lines) * textdata.HF_TEST_SIZE)
+    meta = {"source": {"files": files, "format": builder},
+            "split": f"stand-in for datasets: NumPy permutation, {n_val} lines val"}
+    for split, part in (("train", order[n_val:]), ("val", order[:n_val])):
+        docs = [lines[i] for i in sorted(part)]
+        ids = textdata._tokenize_batch({"text": docs}, corpus=spec.name, from_txt=True,
+                                       enc=enc)["ids"][0]
+        meta[f"{split}_tokens"] = textdata._write_stream([ids], out / f"{split}.bin", len(ids),
+                                                         f"writing {split}.bin")
+        meta[f"{split}_documents"] = len(docs)
+    return meta

@@ -188,3 +188,23 @@ def test_published_resnet_vit_pairs(tmp_path):
     task = table.loc[("task_transfer_asr_vit_tiny_patch16_224_tinyimagenet.csv", "cka")]
     # overlap 0: no attack (and no shared class); overlap 1: no class of one model
     assert list(task["n"]) == [20, 16]
+
+
+def test_a_probe_with_too_few_transfer_rows_is_left_out_unless_asked_for(tmp_path):
+    """metric_b has a value at two pairs only (-1 elsewhere): the all-columns table leaves
+    it out, asking for it by name is one clear error."""
+    rng = np.random.default_rng(3)
+    rows = [[seed, "cka", frac, 0.5 + 0.3 * frac + 0.05 * rng.standard_normal(),
+             0.3 if (seed, frac) in ((0, 0.0), (1, 0.0)) else -1.0]
+            for seed in range(4) for frac in FRACS]
+    sim_path = write_csv(tmp_path / "ds_platonic_ffcv_resnet18_tinyimagenet.csv",
+                         ["seed", "metric", "frac_overlap", "metric_a", "metric_b"], rows)
+    asr_path = write_csv(tmp_path / "ds_transfer_asr_resnet18_tinyimagenet.csv",
+                         ["seed", "frac_overlap", "normal_asr", "transfer_asr"],
+                         [[r[0], r[2], 0.9, 0.1 + 0.5 * r[3]] for r in rows])
+    sim, asr = C.read_pair(sim_path, asr_path)
+    table = C.consequences(sim, asr, n_perm=99)
+    assert list(table.index) == [("cka", "metric_a")] and table.loc[("cka", "metric_a"), "n"] == 12
+    with pytest.raises(C.UserError, match="metric_b.*2 rows with a transfer value"):
+        C.consequences(sim, asr, probes=("metric_b",), n_perm=99)
+    assert main(["consequences", str(tmp_path)]) == 0

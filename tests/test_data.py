@@ -292,6 +292,71 @@ def test_corrupt_beton_gives_one_clear_line(tmp_path):
         loaders.make_loader(garbage, batch_size=2, train=False)
 
 
+# ---- betons without FFCV (the GPU check's machine has none) ---------------------------------------
+def without_ffcv(monkeypatch) -> None:
+    """`import ffcv` and its submodules fail from here on in this test, as without FFCV."""
+    for key in [k for k in sys.modules if k == "ffcv" or k.startswith("ffcv.")]:
+        monkeypatch.setitem(sys.modules, key, None)
+    monkeypatch.setitem(sys.modules, "ffcv", None)
+
+
+@pytest.mark.parametrize("n, side, seed", [(40, 8, 0), (1500, 32, 1), (7, 64, 2)])
+def test_plain_writer_writes_what_ffcv_writes(tmp_path, n, side, seed):
+    """betons._plain_write against FFCV's DatasetWriter with one process: the same bytes
+    (1500 CIFAR-sized images fill three 2 MiB pages); each reader reads the other's file."""
+    from ffcv.fields import IntField, RGBImageField
+    from ffcv.reader import Reader
+    from ffcv.writer import MIN_PAGE_SIZE, DatasetWriter
+
+    assert betons._MIN_PAGE_SIZE == MIN_PAGE_SIZE
+    rng = np.random.default_rng(seed)
+    images = rng.integers(0, 256, (n, side, side, 3), dtype=np.uint8)
+    labels = rng.integers(0, 200, n)
+    page = betons._writer_plan(images, 1)[2]
+    theirs, ours = tmp_path / "ffcv.beton", tmp_path / "plain.beton"
+    fields = {"image": RGBImageField(write_mode="raw"), "label": IntField()}
+    DatasetWriter(str(theirs), fields, page_size=page, num_workers=1).from_indexed_dataset(
+        betons._ArrayDataset(images, labels), chunksize=100)
+    betons._plain_write(ours, images, labels, page)
+    assert ours.read_bytes() == theirs.read_bytes()
+    for path in (theirs, ours):
+        a, b = Reader(str(path)), betons._PlainReader(str(path))
+        assert a.header.tobytes() == b.header.tobytes() and a.field_names == b.field_names
+        assert a.metadata.tobytes() == b.metadata.tobytes()
+        assert a.alloc_table.tobytes() == b.alloc_table.tobytes()
+
+
+def test_betons_are_written_and_read_without_ffcv(tmp_path, monkeypatch):
+    path, images, labels = make_fake_beton(tmp_path / "ffcv.beton", n=30, size=16, seed=4)
+    without_ffcv(monkeypatch)
+    with pytest.raises(ImportError):
+        import ffcv.reader  # noqa: F401
+    # A beton FFCV wrote, read without it; one written without it, checked and kept.
+    got = betons.load_arrays(path)
+    np.testing.assert_array_equal(got[0], images)
+    np.testing.assert_array_equal(got[1], labels)
+    plain = tmp_path / "d" / "train.beton"
+    assert betons.write_beton(images, labels, plain, workers=4, info={"dataset": "d"})
+    assert plain.read_bytes() == path.read_bytes()  # = FFCV's writer with one process
+    assert betons.is_complete(plain) and not betons.write_beton(images, labels, plain)
+    np.testing.assert_array_equal(betons.read_labels(plain), labels)
+    # Damaged files: the same one-line errors as with FFCV.
+    truncated = tmp_path / "truncated.beton"
+    truncated.write_bytes(plain.read_bytes()[: plain.stat().st_size // 2])
+    garbage = tmp_path / "garbage.beton"
+    garbage.write_bytes(os.urandom(5000))
+    tiny = tmp_path / "tiny.beton"
+    tiny.write_bytes(b"\0" * 3)
+    for bad in (truncated, garbage, tiny):
+        for reader in (betons.read_labels, betons.load_arrays):
+            with pytest.raises(UserError, match="not a valid FFCV beton"):
+                reader(bad)
+    monkeypatch.undo()
+    from ffcv.reader import Reader  # FFCV reads what was written without it
+
+    assert int(Reader(str(plain)).num_samples) == len(labels)
+
+
 # ---- CLI errors ----------------------------------------------------------------------------------
 def test_missing_raw_data_exit_2_one_line(tmp_path, capsys):
     empty = tmp_path / "empty"

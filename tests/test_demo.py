@@ -134,7 +134,8 @@ def test_image_demo_outputs(image_run):
         assert path.is_file(), name
         assert analysis.read_header(path) == header
         meta = json.loads(path.with_suffix(".json").read_text())
-        assert meta["arch"] == "resnet" and meta["dataset"] == "shapes"
+        assert meta["arch"] == "resnet"
+        assert meta["dataset"] == ("shapes" if "_ds_" in name else "shapes_color")
         assert meta["kind"] == ("ds" if "_ds_" in name else "task")
     for experiment in demo.IMAGE_EXPERIMENTS:
         cfg = config(experiment)
@@ -211,7 +212,8 @@ def test_image_demo_summary(image_run):
 def test_image_demo_honours_roots_and_summary_reads_it(image_run):
     check_ok(image_run)
     root = image_run.data / "demo" / "image-tiny" / "ffcv"
-    for part in ("shapes/train.beton", "shapes/test.beton", "sklearn_digits/test.beton",
+    for part in ("shapes/train.beton", "shapes/test.beton", "shapes_color/train.beton",
+                 "shapes_color/test.beton", "sklearn_digits/test.beton",
                  "sample_patches/test.beton"):
         assert (root / part).is_file(), part
     for experiment in demo.IMAGE_EXPERIMENTS:
@@ -221,6 +223,59 @@ def test_image_demo_honours_roots_and_summary_reads_it(image_run):
     assert placed["demo_ds_platonic.csv"] == "Dataset Overlap"
     assert placed["demo_task_platonic.csv"] == "Task + Dataset Overlap"
     assert set(result.files.set_index("file").loc[list(IMAGE_HEADERS), "architecture"]) == {"resnet"}
+
+
+ASR_HEADER = ["seed", "frac_overlap", "normal_asr", "transfer_asr"]
+
+
+def test_image_demo_transfer_attacks(image_run):
+    """The consequence: each pair attacked (split_0 -> split_1), the study's transfer file
+    beside the similarity file with a box plot, transfer success against CKA drawn, and the
+    summary's lines on it; `reprsim consequences` reads the folder."""
+    check_ok(image_run)
+    for experiment in demo.IMAGE_EXPERIMENTS:
+        cfg = config(experiment)
+        asr_csv = image_run.out / f"{experiment}_transfer_attack.csv"
+        assert analysis.read_header(asr_csv) == ASR_HEADER
+        asr = pd.read_csv(asr_csv)
+        assert len(asr) == len(cfg["seeds"]) * len(cfg["fracs"])
+        sim = pd.read_csv(image_run.out / f"{experiment}_platonic.csv")
+        assert set(zip(asr["seed"], asr["frac_overlap"].round(6), strict=True)) == \
+            set(zip(sim["seed"], sim["frac_overlap"].round(6), strict=True))
+        rates = asr[["normal_asr", "transfer_asr"]]
+        if experiment == "demo_task":  # no shared class at frac 0: nothing to attack
+            assert (rates.eq(-1).all(axis=1) == (asr["frac_overlap"] == 0)).all()
+        kept = rates[~rates.eq(-1).any(axis=1)].to_numpy()
+        assert kept.size and ((kept >= 0) & (kept <= 1)).all()
+        result = analysis.read_result(asr_csv)
+        for path in demo.rendered_paths(asr_csv, result.has_metrics):
+            assert path.is_file() and path.stat().st_size > 0, path
+        block = image_run.stdout[image_run.stdout.index(f"{experiment} ("):]
+        assert "transfer attack success (split_0 -> split_1)" in block
+        n_pairs = int((~rates.eq(-1).any(axis=1)).sum())
+        if n_pairs >= 4:
+            assert "transfer success against overlap: Spearman rho" in block
+            assert (image_run.out / f"{experiment}_transfer_attack_cka.png").is_file()
+    code, stdout, err = run_cli(["consequences", str(image_run.out), "--metric", "cka"])
+    assert code == 0, err
+    assert "demo_ds_transfer_attack.csv" in stdout
+
+
+def test_image_demo_reused_model_a_is_the_model_trained_there(image_run):
+    """demo_ds reuses model A across the fractions of a seed: wherever it was copied, and
+    wherever two workers trained it at once, model A of a seed is the same model."""
+    import torch
+
+    check_ok(image_run)
+    exp_dir = image_run.runs / demo.run_name("demo_ds", TINY)
+    for seed in config("demo_ds")["seeds"]:
+        folders = sorted(exp_dir.glob(f"seed_{seed}/frac_*"))
+        states = [torch.load(f / "split_0" / "checkpoint.pth", weights_only=True) for f in folders]
+        for other in states[1:]:
+            assert all(torch.equal(states[0][k], other[k]) for k in states[0])
+        for folder in folders:
+            for model, source in runs.read_json(folder / "args.json").get("reused_models", {}).items():
+                assert source.startswith(f"seed_{seed}/frac_") and model == "split_0"
 
 
 def test_image_demo_rerun_reuses_everything(image_run):

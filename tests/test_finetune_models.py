@@ -8,9 +8,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import requires_cuda
 
+from repr_sim.attack import mi_fgsm
 from repr_sim.errors import UserError
-from repr_sim.kinds.finetune.attack import mi_fgsm
 from repr_sim.kinds.finetune.train import Pipeline
 from repr_sim.models import timm_models as tm
 
@@ -156,7 +157,7 @@ def test_mi_fgsm_stays_in_the_ball_and_range_and_raises_the_loss():
 
 
 def test_transfer_to_an_identical_model_equals_the_white_box_rate():
-    from repr_sim.kinds.finetune.attack import Settings, attack_direction
+    from repr_sim.attack import Settings, attack_direction
 
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 5)).eval()
     twin = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 5)).eval()
@@ -170,12 +171,11 @@ def test_transfer_to_an_identical_model_equals_the_white_box_rate():
     assert out["transfer_asr"] == out["normal_asr"] > 0
 
 
-@pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+@requires_cuda
 def test_cuda_fine_tune_steps_and_attack():
     """The CUDA paths: channels-last model, fp16 autocast with a grad scaler, the attack in fp32."""
+    from repr_sim.attack import Settings, attack_direction
     from repr_sim.kinds.finetune import DEFAULTS
-    from repr_sim.kinds.finetune.attack import Settings, attack_direction
     from repr_sim.kinds.finetune.train import make_optimizer, to_device, train_step
 
     arch, kwargs = TINY_VIT

@@ -12,8 +12,6 @@ one trained with the in-memory backend.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -219,7 +217,6 @@ def test_device_copy_is_made_once_per_array():
     assert a.images is b.images
 
 
-@pytest.mark.cuda
 @requires_cuda
 def test_cpu_and_cuda_batches_agree_up_to_rounding():
     images, labels = small_data()
@@ -278,23 +275,19 @@ def test_bad_precision_is_one_clear_error():
     train.check_config(cfg)  # accepted
 
 
-def stand_in_data(monkeypatch, tmp_path, side: int = 8):
-    """The image trainer's beton readers answering from arrays (no FFCV needed): the GPU
-    machine the `cuda` tests run on has none."""
-    from repr_sim.kinds.image import train
+def tiny_betons(side: int = 8) -> None:
+    """cifar10 train and test betons of random images under $REPRSIM_DATA: real betons,
+    written without FFCV where it is not installed (as on the GPU check's machine)."""
+    from repr_sim.data import betons
 
-    sets = {}
     for part, seed in (("train", 0), ("test", 1)):
         rng = np.random.default_rng(seed)
         labels = np.repeat(np.arange(10), 8 if part == "train" else 3).astype(np.int64)
-        sets[part] = (rng.integers(0, 256, (len(labels), side, side, 3), dtype=np.uint8), labels)
-        (tmp_path / f"{part}.beton").write_bytes(b"")
-    monkeypatch.setattr(train, "beton", lambda cfg, part: tmp_path / f"{part}.beton")
-    monkeypatch.setattr(train, "read_labels", lambda cfg, path: sets[Path(path).stem][1])
-    monkeypatch.setattr(train, "memory_arrays", lambda path: sets[Path(path).stem])
+        images = rng.integers(0, 256, (len(labels), side, side, 3), dtype=np.uint8)
+        betons.write_beton(images, labels, betons.beton_path("cifar10", part), workers=1,
+                           info={"dataset": "cifar10", "split": part})
 
 
-@pytest.mark.cuda
 @requires_cuda
 @pytest.mark.parametrize("options", [{"precision": "bf16", "compile": True},
                                      {"precision": "fp16", "channels_last": False}])
@@ -304,7 +297,7 @@ def test_cuda_pair_with_device_backend_bf16_and_compile(reprsim_env, monkeypatch
     from repr_sim import experiments, kinds, runs
     from repr_sim.kinds.image import train
 
-    stand_in_data(monkeypatch, reprsim_env)
+    tiny_betons()
     cfg = kinds.load("cifar10_ds")
     cfg["width"] = 8
     cfg["recipe"].update(epochs=2, batch_size=16, **options)

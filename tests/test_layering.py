@@ -28,7 +28,7 @@ FLOORS = {
                "data", "data.*", "models", "models.*"),
     "shared": ("experiments", "runs", "pair", "scoring", "pool", "plots", "consequences"),
     "kinds": ("kinds", "kinds.*"),
-    "flows": ("train", "sweep", "measure", "summary", "demo"),
+    "flows": ("train", "sweep", "measure", "attack", "summary", "demo"),
     "face": ("cli", "__main__"),
 }
 MAY_APPEAR: set[str] = set()  # names placed ahead of their module's arrival

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import requires_cuda
 
 from repr_sim import analysis, results, runs
 from repr_sim.cli import main
@@ -278,8 +279,7 @@ def test_bad_input_is_one_line(llm_root, capsys):
         llama.resolve("meta-llama/Llama-3.2-1B-Instruct")  # HF_HUB_OFFLINE=1, nothing cached
 
 
-@pytest.mark.cuda
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device on this machine")
+@requires_cuda
 def test_cuda_pair_bf16_and_measure(llm_root):
     """On CUDA: bf16 autocast training, bf16 features with float32 pooling, close to fp32."""
     import pandas as pd

@@ -154,3 +154,26 @@ def test_ticks_at_the_fractions_only(tmp_path, fracs):
         for left, right in zip(boxes, boxes[1:], strict=False):
             assert left.x1 < right.x0, [t.get_text() for t in labels]
     P.close(fig)
+
+
+def test_realised_task_overlaps_are_one_box_per_requested_fraction(tmp_path):
+    """A task split of classes of unequal size realises overlaps a little apart (0.2415,
+    0.2447, ... for 0.25): one box and one tick per level, at the level's median, with
+    every pair of the level in its box; the calibrated counts group the same way."""
+    rng = np.random.default_rng(0)
+    nominal = np.repeat([0.0, 0.25, 0.5, 1.0], 6)
+    x = np.where((nominal > 0) & (nominal < 1), nominal + rng.uniform(-0.012, 0.012, nominal.size), nominal)
+    levels = A.overlap_levels(x)
+    np.testing.assert_allclose(levels, [0.0, np.median(x[6:12]), np.median(x[12:18]), 1.0], atol=1e-6)
+    np.testing.assert_array_equal(A.level_of(x, levels), np.repeat(levels, 6))
+    np.testing.assert_array_equal(A.overlap_levels([0.0, 0.1, 0.2, 0.3]), [0.0, 0.1, 0.2, 0.3])
+    path = similarity_file(tmp_path / "resnet_cifar10_task_platonic.csv", x, {
+        "metric_overlap": np.where(x == 0, -1, 0.4 + 0.5 * x), "metric_ood_one": 0.3 + 0.1 * x})
+    fig = P.plot_result(path)
+    for ax in [a for a in fig.axes if a.get_visible()]:
+        np.testing.assert_allclose(ax.get_xticks(), levels, atol=1e-6)
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["0", "0.25", "0.5", "1"]
+    P.close(fig)
+    positions, groups = P._groups(x[6:], x[6:], x)
+    np.testing.assert_allclose(positions, levels[1:])
+    assert [len(g) for g in groups] == [6, 6, 6]

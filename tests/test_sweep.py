@@ -341,3 +341,18 @@ def test_scripts_have_help(name):
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 0
     assert "SBATCH_" in result.stdout and "#SBATCH" not in result.stdout
+
+
+def test_spread_seeds_runs_one_pair_per_seed_per_round():
+    """The pool's order: experiments in turn, within one the seeds' first fractions, then
+    their second ones (pairs of a seed, which may share model A, rarely run together);
+    nothing lost or repeated."""
+    tasks = [sweep.Task(e, s, f) for e in ("x", "y") for s in (0, 1, 2) for f in (0.0, 0.5, 1.0)]
+    order = sweep.spread_seeds(tasks)
+    assert sorted(order, key=tasks.index) == tasks
+    assert [(t.seed, t.frac) for t in order[:9]] == [
+        (0, 0.0), (1, 0.0), (2, 0.0), (0, 0.5), (1, 0.5), (2, 0.5), (0, 1.0), (1, 1.0), (2, 1.0)]
+    assert {t.experiment for t in order[:9]} == {"x"} and {t.experiment for t in order[9:]} == {"y"}
+    # A narrowed plan (some pairs finished) keeps the rule over what is left.
+    left = [sweep.Task("x", 0, 1.0), sweep.Task("x", 1, 0.5), sweep.Task("x", 1, 1.0)]
+    assert [(t.seed, t.frac) for t in sweep.spread_seeds(left)] == [(0, 1.0), (1, 0.5), (1, 1.0)]

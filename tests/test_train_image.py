@@ -307,6 +307,64 @@ def test_killed_run_resumes_and_matches_an_uninterrupted_one(env, dataset_pair, 
     assert len(args["resumed"]) == 1 and args["end_time"] is not None
 
 
+def state_of(path: Path) -> dict:
+    return torch.load(path, weights_only=True)
+
+
+def test_reuse_models_copies_model_a_of_a_dataset_split(env, capsys):
+    """With reuse_models, model A of a dataset split (its images do not depend on the
+    fraction) is trained once per seed and copied to the seed's other fractions; the copy
+    equals what training it again gives (CPU training is deterministic), model B is
+    trained, and the copy is recorded. Without the option nothing is copied."""
+    reuse = [*FAST, *NO_AUGMENT, "--set", "reuse_models=true", "--set", "name=reuse_ds"]
+    for frac in ("0", "0.5"):
+        assert cli.main(["train", "cifar10_ds", "--seed", "3", "--frac", frac, *reuse]) == 0
+    out = capsys.readouterr().out
+    base = Path(os.environ["REPRSIM_RUNS"]) / "reuse_ds" / "seed_3"
+    first, second = base / "frac_0", base / "frac_0.5"
+    assert f"{second / 'split_0'}: the same training as {first / 'split_0'}; copied it" in out
+    assert sha(second / "split_0" / "checkpoint.pth") == sha(first / "split_0" / "checkpoint.pth")
+    assert (second / "split_0" / "log.txt").read_bytes() == (first / "split_0" / "log.txt").read_bytes()
+    args = runs.read_json(second / "args.json")
+    assert args["reused_models"] == {"split_0": "seed_3/frac_0/split_0"}
+    assert "reused_models" not in runs.read_json(first / "args.json")
+    assert runs.is_finished(second)
+    assert sha(second / "split_1" / "checkpoint.pth") != sha(first / "split_1" / "checkpoint.pth")
+
+    # The same pair trained from scratch without the option: model A equal tensor by tensor.
+    plain = [*FAST, *NO_AUGMENT, "--set", "name=plain_ds"]
+    assert cli.main(["train", "cifar10_ds", "--seed", "3", "--frac", "0.5", *plain]) == 0
+    fresh = Path(os.environ["REPRSIM_RUNS"]) / "plain_ds" / "seed_3" / "frac_0.5"
+    a, b = state_of(fresh / "split_0" / "checkpoint.pth"), state_of(second / "split_0" / "checkpoint.pth")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not (fresh / "split_0" / "model_key.json").exists()  # the option off: no key files
+    assert "reused_models" not in runs.read_json(fresh / "args.json")
+
+
+def test_reuse_models_never_copies_a_model_trained_on_other_labels(env, capsys):
+    """Task split: model A's classes are numbered differently at each fraction (shared ones
+    first), so its key differs and it is trained at every fraction."""
+    reuse = [*FAST, *NO_AUGMENT, "--set", "reuse_models=true", "--set", "name=reuse_task"]
+    for frac in ("0.2", "0.6"):
+        assert cli.main(["train", "cifar10_task", "--seed", "0", "--frac", frac, *reuse]) == 0
+    assert "copied it" not in capsys.readouterr().out
+    base = Path(os.environ["REPRSIM_RUNS"]) / "reuse_task" / "seed_0"
+    keys = [runs.read_json(base / f / "split_0" / "model_key.json")["key"] for f in ("frac_0.2", "frac_0.6")]
+    assert keys[0] != keys[1]
+
+
+def test_training_output_off_a_terminal_has_no_bar_frames(env):
+    """`reprsim train` into a file or pipe (a SLURM log): the per-epoch lines, no tqdm
+    carriage-return frames, also when TQDM_DISABLE is not set."""
+    environ = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}
+    argv = [sys.executable, "-m", "repr_sim", "train", "cifar10_ds", "--seed", "4", "--frac",
+            "0.5", "--set", "name=no_bars", *FAST, *NO_AUGMENT]
+    out = subprocess.run(argv, capture_output=True, text=True, env=environ, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "\r" not in out.stdout + out.stderr
+    assert "no_bars seed 4 frac 0.5 model 0 epoch 1/1: train acc" in out.stdout
+
+
 # ---- bad input ---------------------------------------------------------------------------------
 def test_bad_input_is_one_line_and_exit_2(env, tmp_path, monkeypatch, capsys):
     def fails(*argv, expect):
@@ -358,11 +416,19 @@ def test_batch_larger_than_a_model_subset_is_a_clear_error(env, capsys):
 
 # ---- CUDA ----------------------------------------------------------------------------------------
 @requires_cuda
-def test_cuda_pair_trains_with_amp_and_channels_last(env):
+@pytest.mark.parametrize("backend", ["ffcv", "memory"])
+def test_cuda_pair_trains_with_amp_and_channels_last(env, backend):
+    """The study's loaders (FFCV, skipped where FFCV is not installed) and the in-memory
+    backend over the same betons (written without FFCV there: betons.py's own writer)."""
+    if backend == "ffcv":
+        pytest.importorskip("ffcv.loader", reason="FFCV is not installed: the ffcv loader "
+                            "backend cannot run here (the memory backend case still does)")
     argv = ["train", "cifar10_ds", "--seed", "4", "--frac", "0.5", "--epochs", "2",
-            "--batch-size", "16", "--workers", "1", "--device", "cuda"]
+            "--batch-size", "16", "--workers", "1", "--device", "cuda",
+            "--set=augment.cutout=4", "--set=augment.translate=2",  # scaled to the 8 px images
+            f"--set=loader.backend={backend}", f"--set=name=cuda_{backend}"]
     assert cli.main(argv) == 0
-    folder = runs.pair_dir(experiments.experiment_dir(kinds.load("cifar10_ds")), 4, 0.5)
+    folder = runs.pair_dir(Path(os.environ["REPRSIM_RUNS"]) / f"cuda_{backend}", 4, 0.5)
     assert files(folder) == PAIR_FILES
     state = torch.load(folder / "split_0" / "checkpoint.pth", weights_only=True)
     assert all(t.device.type == "cpu" and t.is_contiguous() for t in state.values())

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _text_fixtures import tiny_text_config
+from _text_fixtures import prepare_generated, tiny_text_config
 from conftest import requires_cuda
 
 from repr_sim import runs, splits
@@ -34,7 +34,7 @@ def text_data(tmp_path_factory) -> Path:
     """The six generated domains, prepared with the byte tokenizer (about 28k train tokens each)."""
     root = tmp_path_factory.mktemp("textdata")
     for corpus, path in textgen.write_corpora(root / "gen", 30_000, seed=0).items():
-        textdata.prepare(corpus, data_files=[path], tokenizer="bytes", root=root / "data")
+        prepare_generated(corpus, path, root=root / "data")  # without `datasets`: a stand-in
     return root / "data"
 
 

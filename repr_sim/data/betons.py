@@ -15,6 +15,14 @@ rewrite, so a beton without a matching sidecar is never taken as complete. Writi
 a temporary name in the same folder and is renamed when FFCV has finished; a failure leaves
 nothing under the final name.
 
+Without FFCV (a machine that cannot build it, such as the GPU check's): the same format is
+written and read here with NumPy alone (`_plain_write`, `_PlainReader`; the layout is FFCV's
+version 2: header, field descriptors, per-sample metadata, page-aligned data pages, an
+allocation table). What `_plain_write` writes is byte for byte what FFCV's writer writes
+with one process (tests/test_data.py compares them), so such a beton is a real one: FFCV
+reads it, and the `memory` and `device` loader backends, measurement and the other kinds'
+trainers read any beton without FFCV. Only the `ffcv` loader backend needs FFCV itself.
+
 The loaders over betons are in `repr_sim.data.loaders`, the augmentation they apply in
 `repr_sim.data.augment`.
 """
@@ -125,20 +133,22 @@ def _writer_plan(images: np.ndarray, workers: int) -> tuple[int, int, int]:
     Every writer process fills pages of its own, so small sets get small pages and few
     processes (FFCV's default 8 MiB pages make a 10-image beton 25 MB).
     """
-    from ffcv.writer import MIN_PAGE_SIZE
-
     chunk = max(1, min(1000, math.ceil(len(images) / (4 * workers))))
     workers = max(1, min(workers, math.ceil(len(images) / chunk),
-                         math.ceil(images.nbytes / (8 * MIN_PAGE_SIZE))))
-    page = MIN_PAGE_SIZE if images.nbytes < 64 * MIN_PAGE_SIZE else 4 * MIN_PAGE_SIZE
+                         math.ceil(images.nbytes / (8 * _MIN_PAGE_SIZE))))
+    page = _MIN_PAGE_SIZE if images.nbytes < 64 * _MIN_PAGE_SIZE else 4 * _MIN_PAGE_SIZE
     while page < images[0].nbytes * 2:
         page *= 2
     return workers, chunk, page
 
 
 def _ffcv_write(path: Path, images: np.ndarray, labels: np.ndarray, workers: int) -> None:
-    from ffcv.fields import IntField, RGBImageField
-    from ffcv.writer import DatasetWriter
+    try:
+        from ffcv.fields import IntField, RGBImageField
+        from ffcv.writer import DatasetWriter
+    except ImportError:  # no FFCV here: the same format, written with NumPy (one process)
+        _plain_write(path, images, labels, _writer_plan(images, 1)[2])
+        return
 
     fields = {IMAGE_FIELD: RGBImageField(write_mode=WRITE_MODE), LABEL_FIELD: IntField()}
     workers, chunk, page = _writer_plan(images, workers)
@@ -184,6 +194,113 @@ def write_beton(images, labels, path: Path | str, *, workers: int | None = None,
         atomic_write_json(sidecar_path(path), record)
         _shareable(sidecar_path(path))
     return True
+
+
+# ---- the format without FFCV (ffcv/types.py, writer.py, memory_allocator.py) ------------------
+_VERSION = 2  # ffcv.types.CURRENT_VERSION
+_MIN_PAGE_SIZE = 1 << 21  # ffcv.writer.MIN_PAGE_SIZE
+_HEADER = np.dtype([("version", "<u2"), ("num_fields", "<u2"), ("page_size", "<u4"),
+                    ("num_samples", "<u8"), ("alloc_table_ptr", "<u8")], align=True)
+_FIELD_DESC = np.dtype([("type_id", "<u1"), ("name", ("<u1", 16)),
+                        ("arguments", ("<u1", (1024,)))], align=True)
+_ALLOC = np.dtype([("sample_id", "<u8"), ("ptr", "<u8"), ("size", "<u8")])
+_TYPE_FLOAT, _TYPE_INT, _TYPE_RGB = 0, 1, 2  # ffcv.types.TYPE_ID_HANDLER
+_FIELD_METADATA = {
+    _TYPE_FLOAT: np.dtype("<f8"),
+    _TYPE_INT: np.dtype("<i8"),
+    _TYPE_RGB: np.dtype([("mode", "<u1"), ("width", "<u2"), ("height", "<u2"),
+                         ("data_ptr", "<u8")]),
+}
+_RAW_MODE = 1  # ffcv.fields.rgb_image.IMAGE_MODES["raw"]
+
+
+def _metadata_type(type_ids) -> np.dtype:
+    """The per-sample record of fields of these types (ffcv.types.get_metadata_type)."""
+    return np.dtype([("", _FIELD_METADATA[int(t)]) for t in type_ids], align=True)
+
+
+def _plain_write(path: Path, images: np.ndarray, labels: np.ndarray, page_size: int) -> None:
+    """Write (images, labels) as FFCV's DatasetWriter does with one process: raw RGB images,
+    int64 labels, `page_size`-byte pages of data after the page-aligned end of the metadata,
+    each page written whole, the allocation table at the end, the header written last."""
+    fields = ((IMAGE_FIELD, _TYPE_RGB), (LABEL_FIELD, _TYPE_INT))
+    descriptors = np.zeros(len(fields), dtype=_FIELD_DESC)
+    for desc, (name, type_id) in zip(descriptors, fields, strict=True):
+        encoded = np.frombuffer(name.encode("ascii"), dtype="<u1")[:16]
+        desc["type_id"] = type_id
+        desc["name"][:len(encoded)] = encoded
+    metadata = np.zeros(len(images), dtype=_metadata_type(t for _, t in fields))
+    start = _HEADER.itemsize + descriptors.nbytes + metadata.nbytes
+    data_start = -(-start // page_size) * page_size  # ffcv.utils.align_to_page
+    size = int(images[0].nbytes)
+    if size > page_size:
+        raise ValueError(f"an image of {size} bytes does not fit a page of {page_size}")
+    per_page = page_size // size  # one allocation per sample, so pages fill in order
+    n_pages = -(-len(images) // per_page)
+    index = np.arange(len(images), dtype=np.uint64)
+    ptrs = (np.uint64(data_start) + (index // np.uint64(per_page)) * np.uint64(page_size)
+            + (index % np.uint64(per_page)) * np.uint64(size))
+    image_meta = metadata["f0"]
+    image_meta["mode"] = _RAW_MODE
+    image_meta["height"], image_meta["width"] = images.shape[1], images.shape[2]
+    image_meta["data_ptr"] = ptrs
+    metadata["f1"] = labels
+    table = np.zeros(len(images), dtype=_ALLOC)
+    table["sample_id"], table["ptr"], table["size"] = index, ptrs, size
+    header = np.zeros(1, dtype=_HEADER)
+    header["version"], header["num_fields"] = _VERSION, len(fields)
+    header["page_size"], header["num_samples"] = page_size, len(images)
+    header["alloc_table_ptr"] = data_start + n_pages * page_size
+    pixels = np.ascontiguousarray(images, dtype=np.uint8).reshape(len(images), size)
+    with open(path, "wb") as f:
+        f.write(header.tobytes())
+        f.write(descriptors.tobytes())
+        f.write(metadata.tobytes())
+        f.write(bytes(data_start - start))
+        page = np.zeros((per_page, size), dtype=np.uint8)
+        tail = bytes(page_size - per_page * size)
+        for first in range(0, len(images), per_page):
+            chunk = pixels[first:first + per_page]
+            page[:len(chunk)] = chunk
+            page[len(chunk):] = 0
+            f.write(page.tobytes())
+            f.write(tail)
+        f.write(table.tobytes())
+
+
+class _PlainReader:
+    """What this module uses of FFCV's Reader (header, field names and descriptors,
+    per-sample metadata, allocation table), read with NumPy as ffcv.reader.Reader does."""
+
+    def __init__(self, fname: str):
+        self._fname = fname
+        header = np.fromfile(fname, dtype=_HEADER, count=1)
+        if len(header) != 1:
+            raise ValueError("shorter than a beton header")
+        self.header = header[0]
+        if int(self.header["version"]) != _VERSION:
+            raise ValueError(f"file format mismatch: code={_VERSION},file={self.header['version']}")
+        self.num_samples = self.header["num_samples"]
+        self.page_size = self.header["page_size"]
+        self.num_fields = self.header["num_fields"]
+        self.field_descriptors = np.fromfile(fname, dtype=_FIELD_DESC,
+                                             count=int(self.num_fields), offset=_HEADER.itemsize)
+        if len(self.field_descriptors) != int(self.num_fields):
+            raise ValueError("truncated in the field descriptors")
+        self.field_names = [bytes(d["name"]).split(b"\0", 1)[0].decode("ascii")
+                            for d in self.field_descriptors]
+        unknown = [int(t) for t in self.field_descriptors["type_id"] if int(t) not in _FIELD_METADATA]
+        if unknown:
+            raise ValueError(f"field type {unknown[0]} is not readable without FFCV")
+        self.metadata_type = _metadata_type(self.field_descriptors["type_id"])
+        self.metadata = np.fromfile(fname, dtype=self.metadata_type, count=int(self.num_samples),
+                                    offset=_HEADER.itemsize + self.field_descriptors.nbytes)
+        self.alloc_table = np.fromfile(fname, dtype=_ALLOC,
+                                       offset=int(self.header["alloc_table_ptr"]))
+
+    @property
+    def file_name(self) -> str:
+        return self._fname
 
 
 def _shareable(path: Path) -> None:
@@ -233,17 +350,20 @@ def write_dataset(name: str, *, root: Path | str | None = None, resolution: int 
 
 # ---- reading ----------------------------------------------------------------------------------
 def open_reader(path: Path | str):
-    """FFCV's Reader on a checked beton (image and label fields, data inside the file)."""
+    """FFCV's Reader on a checked beton (image and label fields, data inside the file);
+    without FFCV, `_PlainReader` (the same attributes, read with NumPy)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: beton not found (write it with `reprsim write-data`)")
-    from ffcv.fields import IntField, RGBImageField
-    from ffcv.reader import Reader
+    try:
+        from ffcv.reader import Reader
+    except ImportError:
+        Reader = _PlainReader  # noqa: N806
 
     size = path.stat().st_size
     try:
         reader = Reader(str(path))
-        problem = _reader_problem(reader, size, IntField, RGBImageField)
+        problem = _reader_problem(reader, size)
     except Exception as e:  # FFCV asserts, numpy raises on short reads
         problem = f"unreadable ({_one_line(e)})"
     if problem:
@@ -251,12 +371,13 @@ def open_reader(path: Path | str):
     return reader
 
 
-def _reader_problem(reader, size: int, IntField, RGBImageField) -> str | None:
-    handlers = reader.handlers
-    if not isinstance(handlers.get(IMAGE_FIELD), RGBImageField):
-        return f"no RGB '{IMAGE_FIELD}' field (fields: {', '.join(handlers)})"
-    if not isinstance(handlers.get(LABEL_FIELD), IntField):
-        return f"no integer '{LABEL_FIELD}' field (fields: {', '.join(handlers)})"
+def _reader_problem(reader, size: int) -> str | None:
+    types = dict(zip(reader.field_names, (int(t) for t in reader.field_descriptors["type_id"]),
+                     strict=True))
+    if types.get(IMAGE_FIELD) != _TYPE_RGB:
+        return f"no RGB '{IMAGE_FIELD}' field (fields: {', '.join(types)})"
+    if types.get(LABEL_FIELD) != _TYPE_INT:
+        return f"no integer '{LABEL_FIELD}' field (fields: {', '.join(types)})"
     if len(reader.metadata) != reader.num_samples or reader.num_samples == 0:
         return (f"{len(reader.metadata)} metadata records for {reader.num_samples} samples "
                 "(truncated?)")

@@ -262,12 +262,12 @@ def _parts(corpus: str, preset: str, data_files, eos: str) -> tuple[dict, dict]:
 # ---- prepare ---------------------------------------------------------------------------------
 def _write(tok, docs: list[str], path: Path, dtype: str, eos_after: bool) -> int:
     """Tokenise `docs` (EOS after each when `eos_after`) into `path` atomically; the token count."""
-    from tqdm.auto import tqdm
+    from ..paths import progress
 
     written = 0
     eos = [tok.eos_token_id] if eos_after else []
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        for start in tqdm(range(0, len(docs), ENCODE_BATCH), desc=f"tokenizing {path.name}",
+        for start in progress(range(0, len(docs), ENCODE_BATCH), desc=f"tokenizing {path.name}",
                           unit="batch", disable=len(docs) <= ENCODE_BATCH):
             ids = tok(docs[start:start + ENCODE_BATCH], add_special_tokens=False)["input_ids"]
             flat = np.fromiter((t for doc in ids for t in (*doc, *eos)), dtype=np.int64)

@@ -15,6 +15,7 @@ float rounding in the colour jitter).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -198,6 +199,50 @@ def normalise(x, mean: np.ndarray, std: np.ndarray, device, half: bool):
     s = torch.as_tensor(std, dtype=torch.float32, device=device).view(1, 3, 1, 1)
     x = (x - m) / s
     return x.half() if half else x
+
+
+class Normalised:
+    """What an input map ending in `normalise`'s (x - mean) / std knows about its inputs
+    (a mixin: the class has `mean` and `std`, per channel on the 0-255 pixel scale).
+
+    An attack needs both methods: it perturbs the normalised input, so its pixel budget and
+    the valid range have to be expressed on that scale (repr_sim.attack)."""
+
+    def _stats(self, x):
+        import torch
+
+        m = torch.as_tensor(self.mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+        s = torch.as_tensor(self.std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
+        return m, s
+
+    def normalise(self, x):
+        m, s = self._stats(x)
+        return (x - m) / s
+
+    def bounds(self, device):
+        """The normalised images of pixel values 0 and 255: the valid range, per channel."""
+        import torch
+
+        zero = torch.zeros(1, 3, 1, 1, device=device)
+        return self.normalise(zero), self.normalise(zero + 255)
+
+    def eps_scale(self, device):
+        """Per channel: one unit of the 0-1 pixel scale on the normalised scale (255 / std)."""
+        import torch
+
+        return 255.0 / self._stats(torch.zeros(1, device=device))[1]
+
+
+@dataclass(frozen=True)
+class Normalise(Normalised):
+    """Raw pixel batches [B, 3, H, W] (0-255) -> (x - mean) / std in float32: the model
+    input the loaders give (`normalise`), from pixels an attack can move."""
+
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    def __call__(self, x):
+        return self.normalise(x.float())
 
 
 class ArrayLoader:

@@ -313,7 +313,7 @@ def read_image_file(path: Path) -> np.ndarray:
 
 def read_tinyimagenet(root: Path, split: str, hint: str = "") -> tuple[np.ndarray, np.ndarray]:
     """Train: train/<wnid>/images/*.JPEG; test: the labelled validation set, regrouped."""
-    from tqdm import tqdm
+    from ..paths import progress
 
     root = Path(root)
     base = root / TINYIMAGENET_DIR
@@ -335,7 +335,7 @@ def read_tinyimagenet(root: Path, split: str, hint: str = "") -> tuple[np.ndarra
     if verify_checksums():
         _check_tinyimagenet_counts(base / part, wnids, len(files), split)
     images = np.empty((len(files), 64, 64, 3), dtype=np.uint8)
-    for i, path in enumerate(tqdm(files, desc=f"tinyimagenet {split}", unit="img")):
+    for i, path in enumerate(progress(files, desc=f"tinyimagenet {split}", unit="img")):
         img = read_image_file(path)
         if img.shape != (64, 64, 3):
             raise UserError(f"{path}: size {img.shape[1]}x{img.shape[0]}, expected 64x64")

@@ -219,12 +219,17 @@ SHAPES_SIZES = {"train": 10000, "test": 2000}
 SAMPLE_PATCHES = (1000, 0)
 
 
-def _shapes(root: Path, split: str, size: int):
-    from . import shapes
+def _shapes_by(label: str) -> Reader:
+    """The generated set labelled by one attribute ("shape": 8 classes, "color": 10); the
+    images are the same whatever the label."""
+    def reader(root: Path, split: str, size: int):
+        from . import shapes
 
-    images, labels, _ = shapes.generate(SHAPES_SIZES[split], size=size, seed=0, label="shape",
-                                        split=split)
-    return images, labels
+        images, labels, _ = shapes.generate(SHAPES_SIZES[split], size=size, seed=0, label=label,
+                                            split=split)
+        return images, labels
+
+    return reader
 
 
 def _sklearn_digits(root: Path, split: str, size: int):
@@ -242,7 +247,13 @@ def _sample_patches(root: Path, split: str, size: int):
 
 register(DatasetEntry(
     name="shapes", num_classes=8, resolution=32, raw_format="generated (repr_sim.data.shapes)",
-    reader=_shapes,
+    reader=_shapes_by("shape"),
+))
+
+register(DatasetEntry(
+    name="shapes_color", num_classes=10, resolution=32,
+    raw_format="generated (repr_sim.data.shapes), labelled by colour",
+    reader=_shapes_by("color"),
 ))
 
 register(DatasetEntry(

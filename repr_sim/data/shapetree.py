@@ -79,7 +79,7 @@ def _write_pngs(folder: Path, images: np.ndarray, attrs: dict, start: int, worke
 
 
 def _write_split(base: Path, split: str, n: int, size: int, seed: int, chunk: int) -> None:
-    from tqdm import tqdm
+    from ..paths import progress
 
     final = base / split
     params = _split_params(n, size, seed, split)
@@ -97,7 +97,7 @@ def _write_split(base: Path, split: str, n: int, size: int, seed: int, chunk: in
     try:
         log.info("writing %d %dx%d images to %s", n, size, size, final)
         workers = _io_workers()
-        with tqdm(total=n, desc=f"partition3/{split}", unit="img") as bar:
+        with progress(total=n, desc=f"partition3/{split}", unit="img") as bar:
             for start in range(0, n, chunk):
                 stop = min(n, start + chunk)
                 images, attrs = render_split(start, stop, size=size, seed=seed, split=split)
@@ -144,7 +144,7 @@ def _split_folder(root, split: str) -> Path:
 def _read_images(files: list[Path]) -> np.ndarray:
     """Decode image files into one preallocated uint8 [N, H, W, 3] array (threads)."""
     from PIL import Image
-    from tqdm import tqdm
+    from ..paths import progress
 
     def load(path: Path) -> np.ndarray:
         with Image.open(path) as im:
@@ -162,7 +162,7 @@ def _read_images(files: list[Path]) -> np.ndarray:
 
     with ThreadPoolExecutor(_io_workers()) as pool:
         done = pool.map(fill, range(len(files)))
-        for _ in tqdm(done, total=len(files), desc="reading images", unit="img"):
+        for _ in progress(done, total=len(files), desc="reading images", unit="img"):
             pass
     return images
 

@@ -206,10 +206,10 @@ def _tokenize_batch(batch: dict, *, corpus: str, from_txt: bool, enc) -> dict:
 
 def _write_stream(chunks, path: Path, total: int, desc: str) -> int:
     """Write uint16 token chunks to `path` atomically; returns the token count."""
-    from tqdm.auto import tqdm
+    from ..paths import progress
 
     written = 0
-    with atomic_path(path) as tmp, open(tmp, "wb") as f, tqdm(
+    with atomic_path(path) as tmp, open(tmp, "wb") as f, progress(
         total=total, desc=desc, unit="tok", unit_scale=True
     ) as bar:
         for chunk in chunks:

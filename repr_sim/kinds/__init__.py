@@ -5,15 +5,18 @@ A kind is one declaration (`KIND = Kind(...)`, repr_sim.kinds.base) in a package
 that holds everything (its `KIND`, `prepare_pair`/`train_pair`/`OPTION_KEYS` and the
 measurement functions). The registry finds the kinds in this package by themselves and
 adds the modules named in $REPRSIM_KINDS (comma-separated importable module names, for a
-kind kept outside the project). Everything that dispatches on a kind (the CLI, `reprsim
-train`, the sweep, `reprsim measure`, the demo) asks here, so adding a kind is one new
-package or file plus its configs. Kinds are imported on first use: image work never loads
+kind kept outside the project). A kind may also have optional modules (`hook`): `attack`,
+its models and probe for `reprsim attack` (repr_sim.attack; image and finetune have one).
+Everything that dispatches on a kind (the CLI, `reprsim train`, the sweep, `reprsim
+measure`, `reprsim attack`, the demo) asks here, so adding a kind is one new package or
+file plus its configs. Kinds are imported on first use: image work never loads
 the text stack and the other way round.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import pkgutil
 from pathlib import Path
@@ -62,6 +65,17 @@ def module(kind: str, part: str):
     if hasattr(top, "__path__"):  # a package: its train/measure modules
         return importlib.import_module(f"{top.__name__}.{part}")
     return top
+
+
+def hook(kind: str, part: str, marker: str):
+    """A kind's optional module `part` (e.g. "attack": repr_sim/kinds/<kind>/attack.py), or
+    None when the kind has none; a one-file kind has it when it defines `marker`."""
+    top = _import(kind)
+    if not hasattr(top, "__path__"):
+        return top if hasattr(top, marker) else None
+    name = f"{top.__name__}.{part}"
+    # find_spec, not a caught ModuleNotFoundError: a hook that fails to import must say so
+    return importlib.import_module(name) if importlib.util.find_spec(name) else None
 
 
 def resolve(cfg: dict) -> dict:

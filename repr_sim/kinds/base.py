@@ -11,6 +11,8 @@ GPTs on text, label partitions, VAEs, ...):
   `train_pair(cfg, seed, frac, *, device)`, plus OPTION_KEYS (CLI option -> config key);
 - its `measure` module: `csv_files(args)`, `sidecar(args)`, `inputs(pair_dir, args)` and
   `measure_pair(pair_dir, args, opts, cache)` (see repr_sim.measure);
+- optionally its `attack` module, the hook of `reprsim attack` (see repr_sim.attack), with
+  an `[attack]` table in `defaults`;
 - `outputs`: its result files (names from repr_sim.results) and the study's names for them
   in a results folder;
 - `preload`: modules a pool worker imports once before its first job (repr_sim.sweep).

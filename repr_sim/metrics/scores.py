@@ -215,9 +215,9 @@ def _rows_fitting(row_bytes: int, device: torch.device, block_rows: int | None) 
 def _progress(iterable, total: int, desc: str):
     if total < 8:
         return iterable
-    from tqdm.auto import tqdm
+    from ..paths import progress
 
-    return tqdm(iterable, total=total, desc=desc, leave=False)
+    return progress(iterable, total=total, desc=desc, leave=False)
 
 
 # ---- exact neighbours ---------------------------------------------------------------------

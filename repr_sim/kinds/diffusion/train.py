@@ -50,13 +50,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ... import pair as common
 from ... import runs
 from ...atomic import atomic_torch_save
 from ...errors import UserError
 from ...models import unet as unet_model
+from ...paths import progress
 from ...scoring import first_line
 from ..image import train as image
 from . import KIND
@@ -280,7 +280,7 @@ class DiffusionTrainer:
             step, rows, elapsed = int(saved["step"]), list(saved["log"]), float(saved["elapsed"])
             write_log(self.folder, rows)
             print(f"{self.label}: resuming from step {step} of {steps}")
-        bar = tqdm(total=steps, initial=step, desc=self.label, unit="step", mininterval=5)
+        bar = progress(total=steps, initial=step, desc=self.label, unit="step", mininterval=5)
         start, losses = time.perf_counter() - elapsed, []
         while step < steps:
             loss = self._step(model, optimizer, scaler, scheduler, step, batch_size)

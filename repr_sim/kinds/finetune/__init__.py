@@ -2,7 +2,8 @@
 fine-tuned on dataset or task splits of an image dataset, or on the ColorShapeDigit label
 partitions; measured with the eight metrics on pre-logit features; and attacked with
 MI-FGSM between the two models of a pair (`reprsim attack`). Training:
-repr_sim.kinds.finetune.train; measurement: .measure; attacks: .attack; docs/finetune.md.
+repr_sim.kinds.finetune.train; measurement: .measure; attacks: repr_sim.attack with this
+kind's hook .attack; docs/finetune.md.
 """
 
 from ... import results

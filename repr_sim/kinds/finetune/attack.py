@@ -1,316 +1,36 @@
-"""`reprsim attack RUNS_DIR...`: MI-FGSM transfer attacks between the two models of each
-fine-tuned pair (docs/protocol.md section 6.3), resumable, merged into the study's CSV.
+"""The fine-tuning kind's attack hook (repr_sim.attack, `reprsim attack`; docs/protocol.md
+section 6.3): what MI-FGSM attacks in a fine-tuned pair.
 
-Attack (`mi_fgsm`, Dong et al. 2018, Algorithm 1): untargeted, L-infinity, white-box on the
-source model in eval mode, fp32; loss = mean cross-entropy against the true labels; T steps
-(3) of size eps / T; momentum g <- mu g + grad / max(||grad||_1 per image, 1e-8), mu = 1.0;
-x <- x + step sign(g), projected onto the eps-ball around the clean input, then clipped to
-the valid range (the normalised images of pixel values 0 and 255). No random start. The
-perturbation lives on the upsampled, normalised model input, as in the study; eps is given
-on the 0-1 pixel scale (attack.eps; 0 = the study's 1/255 for dataset splits, 2/255 for
-task splits) and converted per channel by 255 / std.
-
-Images: `attack.images` (500) of the attack probe (attack.probe, default the experiment's
-test beton; the study used the TinyImageNet val set), a subset seeded by (attack.seed,
-pair seed, frac), the same for both directions (the study: an unseeded subset, one
-direction). Dataset split: every class, original labels; task split: only images of the
-shared classes, labels in the shared map (none at alpha 0: -1). Partition experiments are
-not attacked.
-
-Rates per direction (A = split_0, B = split_1): `normal_asr` = fraction of the adversarial
-images the source misclassifies, `transfer_asr` = fraction the target misclassifies (all
-images, as the study), and both again over the images both models classify correctly when
-clean. Per pair the result goes to `<pair>/attack.json` (atomic); a pair whose result
-matches the attack settings and the checkpoints is not attacked again unless --force.
-Then, per experiment: `transfer_attack.csv` (seed,frac_overlap,normal_asr,transfer_asr,
-direction A -> B, values `%g`) and `transfer_attack_directions.csv` (both directions,
-conditioned rates), written only when their bytes change.
+Models: both fine-tuned timm models as the measurement loads them (measure.models_of), eval
+mode, fp32. Probe: the test part of the experiment's beton, or of `attack.probe`. Inputs:
+the experiment's pipeline (train.pipeline: upsampled to input_size on the device, then
+normalised, the study's mean = std = 127 or the weights' own), so the perturbation lives on
+the upsampled, normalised input, as in the study. Label partitions are not attacked.
 """
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
 
-from ... import results, runs, splits
-from ...errors import UserError
-from ...scoring import SkipPair, error, note, pair_label, warn
-
-RESULT = "attack.json"
-RESULT_VERSION = 1
-LOCK = ".attack.lock"
-STUDY_EPS = {"dataset": 1 / 255, "task": 2 / 255}
-L1_FLOOR = 1e-8
+def attacked(args: dict) -> bool:
+    return args["config"]["split"] != "partition"
 
 
-# ---- the attack -------------------------------------------------------------------------------
-def mi_fgsm(model, x: torch.Tensor, labels: torch.Tensor, *, eps, steps: int, momentum: float,
-            low, high) -> torch.Tensor:
-    """MI-FGSM adversarial inputs for `model` around the clean inputs `x` (normalised scale).
-
-    `eps`, `low`, `high`: scalars or tensors broadcasting against x (per channel)."""
-    x = x.detach()
-    eps = torch.as_tensor(eps, dtype=x.dtype, device=x.device)
-    step = eps / steps
-    g = torch.zeros_like(x)
-    adv = x.clone()
-    loss_fn = torch.nn.CrossEntropyLoss()
-    for _ in range(steps):
-        adv.requires_grad_(True)
-        loss = loss_fn(model(adv), labels)
-        grad, = torch.autograd.grad(loss, adv)
-        l1 = grad.abs().flatten(1).sum(1).clamp_min(L1_FLOOR).view(-1, *([1] * (x.dim() - 1)))
-        g = momentum * g + grad / l1
-        adv = adv.detach() + step * g.sign()
-        adv = torch.maximum(torch.minimum(adv, x + eps), x - eps)
-        adv = torch.maximum(torch.minimum(adv, torch.as_tensor(high, device=x.device)),
-                            torch.as_tensor(low, device=x.device))
-    return adv.detach()
-
-
-@dataclass(frozen=True)
-class Settings:
-    eps: float  # 0-1 pixel scale
-    steps: int
-    momentum: float
-    images: int
-    batch_size: int
-    seed: int
-    probe: str
-
-    def record(self) -> dict:
-        return dict(self.__dict__)
-
-
-def settings(cfg: dict, images: int | None = None) -> Settings:
-    a = {**{"eps": 0, "steps": 3, "momentum": 1.0, "images": 500, "batch_size": 100, "seed": 0,
-            "probe": ""}, **cfg.get("attack", {})}
-    w = cfg.get("config_path", cfg.get("name"))
-    eps = float(a["eps"]) or STUDY_EPS.get(cfg["split"], 0.0)
-    for key in ("steps", "images", "batch_size"):
-        if isinstance(a[key], bool) or not isinstance(a[key], int) or a[key] < 1:
-            raise UserError(f"{w}: attack.{key} must be a positive integer, got {a[key]!r}")
-    if eps < 0 or eps > 1:
-        raise UserError(f"{w}: attack.eps must be in [0, 1] (0-1 pixel scale), got {a['eps']!r}")
-    return Settings(eps, int(a["steps"]), float(a["momentum"]), int(images or a["images"]),
-                    int(a["batch_size"]), int(a["seed"]), str(a["probe"]))
-
-
-def chosen_images(n: int, size: int, seed: int, pair_seed: int, frac: float) -> np.ndarray:
-    """The attacked positions: a seeded subset, the same for both directions."""
-    if size >= n:
-        return np.arange(n, dtype=np.int64)
-    rng = np.random.default_rng([seed, pair_seed, int(round(frac * 1_000_000))])
-    return np.sort(rng.choice(n, size=size, replace=False)).astype(np.int64)
-
-
-def attack_direction(source, target, pipe, images: np.ndarray, labels: np.ndarray, s: Settings,
-                     device: str) -> dict:
-    """Success rates of source -> target over the given images (raw pixels), in batches."""
-    from .measure import batches
-    from .train import model_input
-
-    eps = s.eps * pipe.eps_scale(device)
-    low, high = pipe.bounds(device)
-    fooled = {"source": [], "target": []}
-    clean = {"source": [], "target": []}
-    order = np.arange(len(images), dtype=np.int64)
-    start = 0
-    for raw in batches(images, order, s.batch_size, device):
-        y = torch.as_tensor(labels[start:start + len(raw)], device=device)
-        start += len(raw)
-        x = model_input(pipe, raw, device)
-        adv = mi_fgsm(source, x, y, eps=eps, steps=s.steps, momentum=s.momentum, low=low, high=high)
-        with torch.no_grad():
-            for who, model in (("source", source), ("target", target)):
-                clean[who].append((model(x).argmax(1) == y).cpu())
-                fooled[who].append((model(adv).argmax(1) != y).cpu())
-    fooled = {k: torch.cat(v) for k, v in fooled.items()}
-    both = torch.cat(clean["source"]) & torch.cat(clean["target"])
-    n_both = int(both.sum())
-
-    def rate(mask):
-        return float(mask.float().mean()) if len(mask) else results.EMPTY
-
-    return {"images": len(images), "both_correct": n_both,
-            "normal_asr": rate(fooled["source"]), "transfer_asr": rate(fooled["target"]),
-            "normal_asr_both_correct": rate(fooled["source"][both]) if n_both else results.EMPTY,
-            "transfer_asr_both_correct": rate(fooled["target"][both]) if n_both else results.EMPTY}
-
-
-# ---- one pair ---------------------------------------------------------------------------------
-def attack_set(cfg: dict, split, cache: dict, s: Settings):
-    """(images, labels) that may be attacked: the probe's, restricted for a task split."""
+def probe_arrays(args: dict, probe: str, cache: dict):
     from .measure import cached_arrays
     from .train import beton
 
-    images, labels = cached_arrays(cache, beton(cfg, "test", s.probe or None))
-    if split.kind == "task":
-        idx = splits.class_indices(labels, split.shared_classes)
-        label_map = dict(split.label_map_a)  # shared classes map identically in both models
-        return images[idx], (splits.relabel(labels[idx], label_map) if len(idx) else labels[idx])
-    return images, labels
+    return cached_arrays(cache, beton(args["config"], "test", probe or None))
 
 
-def attack_pair(pair_dir: Path, args: dict, s: Settings, device: str, cache: dict) -> dict:
+def pair_models(pair_dir: Path, args: dict, device: str) -> list:
     from .measure import models_of
+
+    return models_of(Path(pair_dir), args, device)
+
+
+def input_map(args: dict):
     from .train import pipeline
 
-    cfg = args["config"]
-    split = splits.load(pair_dir / "split_indices")
-    images, labels = attack_set(cfg, split, cache, s)
-    pos = chosen_images(len(labels), s.images, s.seed, int(args["seed"]), float(args["frac"]))
-    empty = dict.fromkeys(("normal_asr", "transfer_asr", "normal_asr_both_correct",
-                           "transfer_asr_both_correct"), results.EMPTY)
-    if len(pos) == 0:  # a task split with no shared class
-        rows = {d: {"images": 0, "both_correct": 0, **empty} for d in ("A->B", "B->A")}
-    else:
-        a, b = models_of(pair_dir, args, device)
-        pipe = pipeline(cfg)
-        x, y = images[pos], labels[pos]
-        rows = {"A->B": attack_direction(a, b, pipe, x, y, s, device),
-                "B->A": attack_direction(b, a, pipe, x, y, s, device)}
-    return {"overlap": float(split.overlap), "directions": rows}
-
-
-def wanted(pair_dir: Path, args: dict, s: Settings) -> dict:
-    from .measure import inputs
-
-    sig = {}  # checkpoint -> [size, mtime]: a retrained model makes the result stale
-    for p in map(Path, runs.checkpoints(pair_dir) or inputs(pair_dir, args)):
-        if p.is_file():
-            key = str(p.relative_to(pair_dir)) if p.is_relative_to(pair_dir) else str(p)
-            sig[key] = [p.stat().st_size, p.stat().st_mtime_ns]
-    return {"version": RESULT_VERSION, "settings": s.record(), "inputs": sig}
-
-
-def read_result(pair_dir: Path) -> dict | None:
-    path = pair_dir / RESULT
-    if not path.is_file():
-        return None
-    try:
-        result = runs.read_json(path)
-    except (OSError, ValueError):
-        note(f"{pair_label(pair_dir)}: unreadable {RESULT}; attacking again")
-        return None
-    return result if isinstance(result, dict) and "directions" in result else None
-
-
-def is_current(result: dict | None, want: dict) -> bool:
-    return result is not None and all(result.get(k) == v for k, v in want.items())
-
-
-def handle(pair_dir: Path, s: Settings, device: str, force: bool, cache: dict) -> str:
-    """'attacked', 'kept' or 'skipped' for one pair (under its lock)."""
-    args = runs.read_json(pair_dir / "args.json")
-    if args.get("kind") != "finetune":
-        raise UserError(f"{pair_dir}: kind {args.get('kind')!r}; `reprsim attack` attacks "
-                        f"fine-tuned pairs (kind finetune)")
-    if args["config"]["split"] == "partition":
-        return "skipped"
-    with runs.file_lock(pair_dir / LOCK):
-        runs.remove_temporaries(pair_dir, RESULT)
-        want = wanted(pair_dir, args, s)
-        if not force and is_current(read_result(pair_dir), want):
-            return "kept"
-        started = time.perf_counter()
-        out = attack_pair(pair_dir, args, s, device, cache)
-        result = {**want, "seed": int(args["seed"]), "frac": float(args["frac"]), **out,
-                  "seconds": round(time.perf_counter() - started, 3)}
-        runs.atomic_write_json(pair_dir / RESULT, result)
-    ab = out["directions"]["A->B"]
-    note(f"{pair_label(pair_dir)}: A->B normal {ab['normal_asr']:g}, transfer "
-         f"{ab['transfer_asr']:g} ({result['seconds']:.1f} s)")
-    return "attacked"
-
-
-# ---- the experiment -------------------------------------------------------------------------
-def fmt(value: float) -> str:
-    return f"{value:g}"  # the study writes %g
-
-
-def merge(folder: Path, s_of) -> int:
-    """Both CSVs from every current per-pair result; returns the pairs merged."""
-    study, both = [], []
-    for _seed, _frac, pair_dir in runs.iter_pairs(folder):
-        result = read_result(pair_dir)
-        if result is None or not (pair_dir / "args.json").is_file():
-            continue
-        args = runs.read_json(pair_dir / "args.json")
-        if not is_current(result, wanted(pair_dir, args, s_of(args))):
-            continue
-        seed, overlap = str(result["seed"]), repr(float(result["overlap"]))
-        eps = fmt(result["settings"]["eps"])
-        ab = result["directions"]["A->B"]
-        study.append([seed, overlap, fmt(ab["normal_asr"]), fmt(ab["transfer_asr"])])
-        for name, d in result["directions"].items():
-            both.append([seed, overlap, name, eps, str(d["images"]), str(d["both_correct"]),
-                         *(fmt(d[k]) for k in results.TRANSFER_DIRECTIONS_COLUMNS[6:])])
-    if not study:
-        return 0
-    with runs.file_lock(folder / LOCK):
-        for name, header, rows in ((results.TRANSFER_ATTACK_CSV, results.ASR_COLUMNS, study),
-                                   (results.TRANSFER_DIRECTIONS_CSV,
-                                    results.TRANSFER_DIRECTIONS_COLUMNS, both)):
-            text = "\n".join([",".join(header), *(",".join(r) for r in rows)]) + "\n"
-            runs.write_if_changed(folder / name, text.encode("utf-8"))
-    return len(study)
-
-
-def attack_experiment(folder: Path, device: str, force: bool, images: int | None,
-                      cache: dict) -> tuple[int, int]:
-    """(pairs with a result, failures) of one experiment folder."""
-    counts = {"attacked": 0, "kept": 0, "skipped": 0, "failed": 0, "unfinished": 0}
-
-    def s_of(args):
-        return settings(args["config"], images)
-
-    for _seed, _frac, pair_dir in runs.iter_pairs(folder):
-        if not (pair_dir / "args.json").is_file():
-            continue
-        if not runs.is_finished(pair_dir):
-            counts["unfinished"] += 1
-            note(f"{pair_label(pair_dir)}: not finished; skipped for now")
-            continue
-        try:
-            args = runs.read_json(pair_dir / "args.json")
-            counts[handle(pair_dir, s_of(args), device, force, cache)] += 1
-        except SkipPair as e:
-            counts["skipped"] += 1
-            warn(f"{pair_label(pair_dir)}: {e}; pair skipped")
-        except (UserError, ValueError, OSError) as e:
-            counts["failed"] += 1
-            error(f"{pair_label(pair_dir)}: {e}")
-    merged = merge(folder, s_of)
-    note(f"{folder}: {counts['attacked']} attacked, {counts['kept']} already attacked, "
-         f"{counts['skipped']} skipped, {counts['failed']} failed, {counts['unfinished']} "
-         f"unfinished; {merged} pair(s) in {results.TRANSFER_ATTACK_CSV}")
-    return merged, counts["failed"]
-
-
-def cli_attack(args) -> int:
-    from ...paths import usable_cpus
-    from ..image.train import resolve_device
-
-    if args.images is not None and args.images < 1:
-        raise UserError(f"--images must be a positive integer, got {args.images}")
-    if args.workers is not None and args.workers < 1:
-        raise UserError(f"--workers must be a positive integer, got {args.workers}")
-    torch.set_num_threads(int(args.workers or usable_cpus()))
-    device = resolve_device(args.device)
-    folders = [Path(f) for f in args.runs_dirs]
-    for folder in folders:  # all checked before any work
-        if not folder.is_dir():
-            raise UserError(f"{folder}: no such experiment folder")
-        if not any((p / "args.json").is_file() for _, _, p in runs.iter_pairs(folder)):
-            raise UserError(f"{folder}: not an experiment folder (no seed_*/frac_* pairs with args.json)")
-    cache: dict = {}
-    merged = failed = 0
-    for folder in folders:
-        m, f = attack_experiment(folder, device, args.force, args.images, cache)
-        merged, failed = merged + m, failed + f
-    return 2 if failed and not merged else 0
+    return pipeline(args["config"])

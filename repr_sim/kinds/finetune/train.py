@@ -35,12 +35,13 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ... import pair as common
 from ... import runs
+from ...data.loaders import Normalised
 from ...errors import UserError
 from ...models import timm_models
+from ...paths import progress
 from ..image import train as image
 from ..schedule import Triangular
 from . import KIND
@@ -139,17 +140,13 @@ def beton(cfg: dict, part: str, name: str | None = None) -> Path:
 
 # ---- the input pipeline -----------------------------------------------------------------------
 @dataclass(frozen=True)
-class Pipeline:
-    """Raw pixel batches [B, 3, h, w] (0-255) -> the model's normalised input at `size`."""
+class Pipeline(Normalised):
+    """Raw pixel batches [B, 3, h, w] (0-255) -> the model's normalised input at `size`
+    (`bounds` and `eps_scale` from loaders.Normalised: what the attack needs)."""
 
     size: int
     mean: tuple[float, float, float]  # 0-255 scale
     std: tuple[float, float, float]
-
-    def _stats(self, x: torch.Tensor):
-        m = torch.as_tensor(self.mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
-        s = torch.as_tensor(self.std, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
-        return m, s
 
     def upsample(self, x: torch.Tensor) -> torch.Tensor:
         x = x.float()
@@ -159,21 +156,8 @@ class Pipeline:
             x = x.round().clamp_(0, 255)  # torchvision's Resize on a uint8 batch
         return x
 
-    def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        m, s = self._stats(x)
-        return (x - m) / s
-
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.normalise(self.upsample(x))
-
-    def bounds(self, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """The normalised images of pixel values 0 and 255: the valid range, per channel."""
-        zero = torch.zeros(1, 3, 1, 1, device=device)
-        return self.normalise(zero), self.normalise(zero + 255)
-
-    def eps_scale(self, device) -> torch.Tensor:
-        """Per channel: one unit of the 0-1 pixel scale on the normalised scale (255 / std)."""
-        return 255.0 / self._stats(torch.zeros(1, device=device))[1]
 
 
 def pipeline(cfg: dict) -> Pipeline:
@@ -322,7 +306,7 @@ class Trainer:
             image.write_log(self.folder, rows)
             print(f"{self.label}: resuming after epoch {epoch} of {epochs}")
             image._start_epoch(train_loader, epoch)
-        bar = tqdm(total=schedule.total, initial=step, desc=self.label, unit="it", dynamic_ncols=True)
+        bar = progress(total=schedule.total, initial=step, desc=self.label, unit="it", dynamic_ncols=True)
         model.train()
         while epoch < epochs:
             started = time.perf_counter()

@@ -1,6 +1,7 @@
 """The image kind: pairs of ResNets on dataset or task splits of an image dataset
 (docs/protocol.md sections 1-3). Training: repr_sim.kinds.image.train; measurement:
-repr_sim.kinds.image.measure."""
+repr_sim.kinds.image.measure; transfer attacks between the two models of a pair (`reprsim
+attack`): repr_sim.kinds.image.attack."""
 
 from ..base import IMAGE_OUTPUTS, Kind
 
@@ -18,6 +19,11 @@ DEFAULTS = {
                 "jitter_p": 0.3, "translate": 8, "cutout": 10, "fill": "mean"},
     "loader": {},
     "probes": {"ood": ["mnist", "svhn"]},
+    # MI-FGSM transfer attacks (`reprsim attack`, repr_sim.attack; the keys and values of the
+    # fine-tuning kind, docs/protocol.md section 6.3): eps on the 0-1 pixel scale, 0 = by
+    # split (1/255 dataset, 2/255 task); probe "" = the experiment's test beton.
+    "attack": {"eps": 0, "steps": 3, "momentum": 1.0, "images": 500, "batch_size": 100,
+               "seed": 0, "probe": ""},
 }
 
 KIND = Kind(

@@ -38,6 +38,7 @@ run therefore matches an uninterrupted one in structure and schedule, not bit fo
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import time
 from dataclasses import dataclass
@@ -46,11 +47,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from ... import models, runs, splits
 from ... import pair as common
 from ...errors import UserError
+from ...paths import progress
 from ..schedule import Triangular
 from . import KIND
 
@@ -407,7 +408,7 @@ class Trainer:
             print(f"{self.label}: resuming after epoch {epoch} of {epochs}")
             _start_epoch(train_loader, epoch)
 
-        bar = tqdm(total=schedule.total, initial=step, desc=self.label, unit="it", dynamic_ncols=True)
+        bar = progress(total=schedule.total, initial=step, desc=self.label, unit="it", dynamic_ncols=True)
         model.train()
         while epoch < epochs:
             started = time.perf_counter()
@@ -512,7 +513,24 @@ def prepare_pair(cfg: dict, seed: int, frac: float, device: str) -> common.PairJ
 
     return common.PairJob(fields=pair_fields(cfg, data), n_models=2, train_model=train_model,
                           checkpoint=CHECKPOINT, split=split,
-                          steps=[total_steps(cfg, len(d.train_indices)) for d in data])
+                          steps=[total_steps(cfg, len(d.train_indices)) for d in data],
+                          model_keys=[model_key(cfg, seed, d, train_path) for d in data])
+
+
+def model_key(cfg: dict, seed: int, d: ModelData, train_path: Path) -> str:
+    """Everything model `d` trains on (repr_sim.pair's reuse_models): the training config
+    without the sweep's lists, its seed, its images, their labels and the test set it is
+    scored on. Model A of a dataset split has the same key at every fraction of a seed."""
+    def digest(a):
+        return None if a is None else hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
+
+    stat = Path(train_path).stat()
+    config = {k: v for k, v in common.training_config(cfg).items() if k not in ("fracs", "seeds")}
+    return runs.fingerprint({"config": config, "seed": model_seed(seed, d.index),
+                             "train": digest(d.train_indices), "test": digest(d.test_indices),
+                             "labels": sorted((d.label_map or {}).items()),
+                             "classes": d.num_classes,
+                             "data": [str(Path(train_path).resolve()), stat.st_size, stat.st_mtime_ns]})
 
 
 def total_steps(cfg: dict, n_images: int) -> int:

@@ -412,10 +412,10 @@ class Trainer:
                 f"of {tokens_per_step:,} tokens ({self.dist.world} process(es), {accum} micro-batch(es) "
                 f"each), device {self.device}")
 
-        from tqdm.auto import tqdm
+        from ...paths import progress
 
-        quiet = {} if main else {"disable": True}  # rank 0 keeps tqdm's own default (TQDM_DISABLE)
-        bar = tqdm(total=iters, initial=start, desc=self.label, unit="it", dynamic_ncols=True, **quiet)
+        quiet = {} if main else {"disable": True}  # only rank 0 draws (on a terminal)
+        bar = progress(total=iters, initial=start, desc=self.label, unit="it", dynamic_ncols=True, **quiet)
         running, running_n, stopped_early, it = 0.0, 0, False, start
         t0 = time.perf_counter()
         if saved is not None and bad_evals >= r["patience"]:

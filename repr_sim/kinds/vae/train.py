@@ -39,13 +39,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from ... import models, runs
 from ... import pair as common
 from ...errors import UserError
 from ...models import vae as vae_model
 from ...models.vae import vae_loss
+from ...paths import progress
 from ..image import train as image
 from . import KIND
 
@@ -165,7 +165,7 @@ class VAETrainer:
 
         n = len(self.train_x)
         iters = -(-n // batch_size)
-        bar = tqdm(total=epochs * iters, initial=epoch * iters, desc=self.label, unit="it",
+        bar = progress(total=epochs * iters, initial=epoch * iters, desc=self.label, unit="it",
                    dynamic_ncols=True)
         model.train()
         while epoch < epochs:
